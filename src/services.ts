@@ -1,0 +1,28 @@
+// The object graph main.ts builds once: handlers receive it and use the services they need.
+import type { Knex } from 'knex';
+import type { Logger } from 'pino';
+import type { Config } from './config/index.js';
+import type { Accounts } from './accounts/accounts.js';
+import type { Uia } from './accounts/uia.js';
+import type { AccountData } from './accounts/account-data.js';
+import type { ServerKeys } from './federation/server-keys.js';
+import type { AuthMiddleware } from './http/auth.js';
+import type { RateLimiter } from './http/rate-limit.js';
+import type { Notifier } from './sync/notifier.js';
+import type { UsersStore } from './storage/users-store.js';
+import type { StreamsStore } from './storage/streams-store.js';
+import type { AccountDataStore } from './storage/account-data-store.js';
+
+export interface Services {
+  config: Config;
+  db: Knex;
+  logger: Logger;
+  stores: { users: UsersStore; streams: StreamsStore; accountData: AccountDataStore };
+  accounts: Accounts;
+  uia: Uia;
+  accountData: AccountData;
+  serverKeys: ServerKeys;
+  notifier: Notifier;
+  auth: AuthMiddleware;
+  limiters: { login: RateLimiter; registration: RateLimiter; messages: RateLimiter; perIp: RateLimiter };
+}
