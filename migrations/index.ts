@@ -2,11 +2,15 @@
 // sources (tests) and from the compiled build alike.
 import type { Knex } from 'knex';
 import * as m0001 from './0001_accounts.js';
+import * as m0002 from './0002_rooms.js';
+import * as m0003 from './0003_e2ee.js';
 
 interface Migration { up(db: Knex): Promise<void>; down(db: Knex): Promise<void> }
 
 const migrations: Record<string, Migration> = {
   '0001_accounts': m0001,
+  '0002_rooms': m0002,
+  '0003_e2ee': m0003,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

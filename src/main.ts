@@ -13,6 +13,13 @@ import { UsersStore } from './storage/users-store.js';
 import { StreamsStore } from './storage/streams-store.js';
 import { AccountDataStore } from './storage/account-data-store.js';
 import { ServerKeysStore } from './storage/server-keys-store.js';
+import { EventsStore } from './storage/events-store.js';
+import { RoomData } from './rooms/room-data.js';
+import { EventPersister } from './rooms/persist.js';
+import { RoomService } from './rooms/room-service.js';
+import { RoomReads } from './rooms/room-reads.js';
+import { Visibility } from './rooms/visibility.js';
+import { roomRoutes } from './client-api/rooms.js';
 import { Accounts } from './accounts/accounts.js';
 import { Uia } from './accounts/uia.js';
 import { AccountData } from './accounts/account-data.js';
@@ -42,12 +49,17 @@ export async function buildServices(config: Config, logger: Logger): Promise<Ser
   const db: Knex = openDatabase({ url: config.database.url, sqliteSynchronous: config.database.sqlite_synchronous, poolMax: config.database.pool_max });
   await migrate(db);
 
-  const stores = { users: new UsersStore(db), streams: new StreamsStore(db), accountData: new AccountDataStore(db) };
+  const stores = { users: new UsersStore(db), streams: new StreamsStore(db), accountData: new AccountDataStore(db), events: new EventsStore(db) };
   const serverKeys = new ServerKeys(new ServerKeysStore(db), config.server_name);
   await serverKeys.load(db);
   const notifier = new Notifier();
   const accounts = new Accounts(db, stores.users, config.server_name, config.registration.access_token_lifetime_ms);
   const rl = config.rate_limits;
+  const roomData = new RoomData(db, stores.events);
+  const persister = new EventPersister(db, roomData, stores.events, stores.streams, notifier, config.server_name, () => serverKeys.signingKey);
+  const rooms = new RoomService(roomData, stores.events, stores.users, persister, config.server_name, config.rooms.default_version);
+  const visibility = new Visibility(roomData, stores.events);
+  const roomReads = new RoomReads(roomData, stores.events, visibility);
   return {
     config,
     db,
@@ -57,6 +69,11 @@ export async function buildServices(config: Config, logger: Logger): Promise<Ser
     uia: new Uia(stores.users, accounts),
     accountData: new AccountData(db, stores.accountData, stores.streams, notifier),
     serverKeys,
+    roomData,
+    persister,
+    rooms,
+    roomReads,
+    visibility,
     notifier,
     auth: makeAuth(accounts),
     limiters: {
@@ -72,7 +89,7 @@ export function buildRoutes(s: Services): ApiRoutes {
   const metricsRegistry = new client.Registry();
   client.collectDefaultMetrics({ register: metricsRegistry });
   return {
-    client: [accountRoutes(s), deviceRoutes(s), profileRoutes(s), accountDataRoutes(s), capabilitiesRoutes(s)],
+    client: [accountRoutes(s), deviceRoutes(s), profileRoutes(s), accountDataRoutes(s), capabilitiesRoutes(s), roomRoutes(s)],
     rooted: {
       client: [wellKnownRoutes(s)],
       federation: [serverWellKnownRoutes(s)],

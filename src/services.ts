@@ -12,16 +12,27 @@ import type { Notifier } from './sync/notifier.js';
 import type { UsersStore } from './storage/users-store.js';
 import type { StreamsStore } from './storage/streams-store.js';
 import type { AccountDataStore } from './storage/account-data-store.js';
+import type { EventsStore } from './storage/events-store.js';
+import type { RoomData } from './rooms/room-data.js';
+import type { EventPersister } from './rooms/persist.js';
+import type { RoomService } from './rooms/room-service.js';
+import type { RoomReads } from './rooms/room-reads.js';
+import type { Visibility } from './rooms/visibility.js';
 
 export interface Services {
   config: Config;
   db: Knex;
   logger: Logger;
-  stores: { users: UsersStore; streams: StreamsStore; accountData: AccountDataStore };
+  stores: { users: UsersStore; streams: StreamsStore; accountData: AccountDataStore; events: EventsStore };
   accounts: Accounts;
   uia: Uia;
   accountData: AccountData;
   serverKeys: ServerKeys;
+  roomData: RoomData;
+  persister: EventPersister;
+  rooms: RoomService;
+  roomReads: RoomReads;
+  visibility: Visibility;
   notifier: Notifier;
   auth: AuthMiddleware;
   limiters: { login: RateLimiter; registration: RateLimiter; messages: RateLimiter; perIp: RateLimiter };

@@ -10,6 +10,8 @@ export interface StreamChange {
   userIds?: string[];
   /** Rooms whose members may see the change. */
   roomIds?: string[];
+  /** Cached events other processes must drop (their JSON changed, e.g. redacted). */
+  invalidateEvents?: string[];
 }
 
 export interface NotifierBus {
