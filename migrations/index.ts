@@ -4,13 +4,19 @@ import type { Knex } from 'knex';
 import * as m0001 from './0001_accounts.js';
 import * as m0002 from './0002_rooms.js';
 import * as m0003 from './0003_e2ee.js';
+import * as m0004 from './0004_rooms_extra.js';
+import * as m0005 from './0005_push.js';
+import * as m0006 from './0006_sync.js';
 
 interface Migration { up(db: Knex): Promise<void>; down(db: Knex): Promise<void> }
 
 const migrations: Record<string, Migration> = {
+  '0006_sync': m0006,
   '0001_accounts': m0001,
   '0002_rooms': m0002,
   '0003_e2ee': m0003,
+  '0004_rooms_extra': m0004,
+  '0005_push': m0005,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -20,6 +20,15 @@ import { RoomService } from './rooms/room-service.js';
 import { RoomReads } from './rooms/room-reads.js';
 import { Visibility } from './rooms/visibility.js';
 import { roomRoutes } from './client-api/rooms.js';
+import { RoomDirectory } from './rooms/room-directory.js';
+import { RoomUpgrades } from './rooms/room-upgrade.js';
+import { directoryRoutes, roomSummaryUnstableRoutes } from './client-api/directory.js';
+import { SyncStore } from './storage/sync-store.js';
+import { SyncWaiter } from './sync/waiter.js';
+import { SyncService } from './sync/sync-service.js';
+import { Ephemeral } from './sync/ephemeral.js';
+import { syncRoutes } from './client-api/sync.js';
+import { RedisBus } from './sync/redis-bus.js';
 import { Accounts } from './accounts/accounts.js';
 import { Uia } from './accounts/uia.js';
 import { AccountData } from './accounts/account-data.js';
@@ -36,6 +45,17 @@ import { profileRoutes } from './client-api/profile.js';
 import { accountDataRoutes } from './client-api/account-data.js';
 import { capabilitiesRoutes } from './client-api/capabilities.js';
 import { sharedSecretRegisterRoutes } from './admin/register.js';
+import { E2ee } from './e2ee/index.js';
+import { keyRoutes } from './client-api/keys.js';
+import { dehydratedDeviceRoutes } from './client-api/keys-dehydrated.js';
+import { roomKeyRoutes } from './client-api/room-keys.js';
+import { toDeviceRoutes } from './client-api/to-device.js';
+import { PushStore } from './storage/push-store.js';
+import { PushRulesService } from './push/push-rules-service.js';
+import { PushNotifications } from './push/push-notifications.js';
+import { BulkPushEvaluator } from './push/bulk-evaluator.js';
+import { pushRulesRoutes } from './client-api/push-rules.js';
+import { notificationsRoutes } from './client-api/notifications.js';
 
 export interface RunningListener { config: ListenerConfig; server: http.Server; port: number; url: string }
 
@@ -53,13 +73,43 @@ export async function buildServices(config: Config, logger: Logger): Promise<Ser
   const serverKeys = new ServerKeys(new ServerKeysStore(db), config.server_name);
   await serverKeys.load(db);
   const notifier = new Notifier();
+  let bus: RedisBus | null = null;
+  if (config.redis.url) {
+    bus = await RedisBus.connect(config.redis.url, logger);
+    notifier.attachBus(bus);
+  }
   const accounts = new Accounts(db, stores.users, config.server_name, config.registration.access_token_lifetime_ms);
+  const e2ee = new E2ee(db, stores.users, stores.streams, notifier, config.server_name, logger);
+  e2ee.attachTo(accounts);
   const rl = config.rate_limits;
   const roomData = new RoomData(db, stores.events);
   const persister = new EventPersister(db, roomData, stores.events, stores.streams, notifier, config.server_name, () => serverKeys.signingKey);
   const rooms = new RoomService(roomData, stores.events, stores.users, persister, config.server_name, config.rooms.default_version);
   const visibility = new Visibility(roomData, stores.events);
   const roomReads = new RoomReads(roomData, stores.events, visibility);
+  const pushStore = new PushStore(db);
+  const pushRules = new PushRulesService(db, pushStore, stores.streams, notifier, {}, logger);
+  const pushNotifications = new PushNotifications(db, pushStore, roomData);
+  persister.hooks.push(new BulkPushEvaluator(roomData, stores.events, pushStore, pushRules, config.server_name, logger));
+  const directory = new RoomDirectory(roomData, stores.events, rooms, persister, visibility, config.server_name);
+  const upgrades = new RoomUpgrades(roomData, stores.events, rooms, persister, directory, config.server_name);
+  // Deactivation leaves every room and rejects pending invites (after other hooks, e.g. E2EE's).
+  const prevDeactivating = accounts.hooks.deactivating;
+  accounts.hooks.deactivating = async (userId, erase) => {
+    await prevDeactivating?.(userId, erase);
+    await rooms.leaveAllRooms(userId);
+  };
+  const accountData = new AccountData(db, stores.accountData, stores.streams, notifier);
+  const syncStore = new SyncStore(db);
+  const syncWaiter = new SyncWaiter(notifier, await stores.streams.currentPositions(db));
+  const syncService = new SyncService(roomData, stores.events, syncStore, stores.accountData, roomReads, visibility, syncWaiter);
+  const ephemeral = new Ephemeral(db, syncStore, stores.streams, stores.events, roomData, notifier, accountData, config.presence.enabled, logger);
+  syncService.ext.presenceEnabled = config.presence.enabled;
+  // Another process redacted an event: drop our cached copy.
+  notifier.subscribe((c) => {
+    if (c.invalidateEvents) roomData.forget(c.invalidateEvents);
+  });
+  syncService.ext.onSync = (userId, setPresence) => ephemeral.onSync(userId, setPresence);
   return {
     config,
     db,
@@ -67,14 +117,24 @@ export async function buildServices(config: Config, logger: Logger): Promise<Ser
     stores,
     accounts,
     uia: new Uia(stores.users, accounts),
-    accountData: new AccountData(db, stores.accountData, stores.streams, notifier),
+    accountData,
+    syncStore,
+    syncWaiter,
+    syncService,
+    ephemeral,
+    bus,
     serverKeys,
     roomData,
     persister,
     rooms,
     roomReads,
     visibility,
+    directory,
+    upgrades,
     notifier,
+    e2ee,
+    pushRules,
+    pushNotifications,
     auth: makeAuth(accounts),
     limiters: {
       login: new RateLimiter(rl.login),
@@ -89,9 +149,9 @@ export function buildRoutes(s: Services): ApiRoutes {
   const metricsRegistry = new client.Registry();
   client.collectDefaultMetrics({ register: metricsRegistry });
   return {
-    client: [accountRoutes(s), deviceRoutes(s), profileRoutes(s), accountDataRoutes(s), capabilitiesRoutes(s), roomRoutes(s)],
+    client: [pushRulesRoutes(s), notificationsRoutes(s), keyRoutes(s), roomKeyRoutes(s), toDeviceRoutes(s), accountRoutes(s), deviceRoutes(s), profileRoutes(s, { profileChanged: (userId) => s.rooms.propagateProfile(userId) }), accountDataRoutes(s, { canAccessRoom: (userId, roomId) => s.rooms.hasMembership(userId, roomId) }), capabilitiesRoutes(s), roomRoutes(s), directoryRoutes(s), syncRoutes(s)],
     rooted: {
-      client: [wellKnownRoutes(s)],
+      client: [wellKnownRoutes(s), dehydratedDeviceRoutes(s), roomSummaryUnstableRoutes(s)],
       federation: [serverWellKnownRoutes(s)],
       keys: [serverWellKnownRoutes(s)],
       admin: [sharedSecretRegisterRoutes(s)],
@@ -111,6 +171,7 @@ export async function startHomeserver(config: Config, opts: { logger?: Logger } 
   const routes = buildRoutes(services);
   const inflight = { count: 0 };
   const listeners: RunningListener[] = [];
+  services.ephemeral.start();
 
   for (const lc of config.listeners) {
     // One port may serve several APIs; the key endpoint goes wherever federation does.
@@ -137,11 +198,15 @@ export async function startHomeserver(config: Config, opts: { logger?: Logger } 
   let stopping: Promise<void> | null = null;
   const stop = () => {
     stopping ??= (async () => {
-      // Stop accepting, let in-flight requests finish (bounded), then close the database.
+      // Stop accepting, answer parked long-polls, let in-flight requests finish (bounded), then
+      // close the database.
+      services.ephemeral.stop();
+      services.syncWaiter.close();
       await Promise.all(listeners.map((l) => new Promise<void>((resolve) => {
         l.server.close(() => resolve());
         l.server.closeIdleConnections();
       })).concat([waitForIdle(inflight, 10_000).then(() => listeners.forEach((l) => l.server.closeAllConnections()))]));
+      await services.bus?.close();
       await services.db.destroy();
       logger.info('stopped');
     })();

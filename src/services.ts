@@ -8,7 +8,8 @@ import type { AccountData } from './accounts/account-data.js';
 import type { ServerKeys } from './federation/server-keys.js';
 import type { AuthMiddleware } from './http/auth.js';
 import type { RateLimiter } from './http/rate-limit.js';
-import type { Notifier } from './sync/notifier.js';
+import type { Notifier, NotifierBus } from './sync/notifier.js';
+import type { E2ee } from './e2ee/index.js';
 import type { UsersStore } from './storage/users-store.js';
 import type { StreamsStore } from './storage/streams-store.js';
 import type { AccountDataStore } from './storage/account-data-store.js';
@@ -18,6 +19,14 @@ import type { EventPersister } from './rooms/persist.js';
 import type { RoomService } from './rooms/room-service.js';
 import type { RoomReads } from './rooms/room-reads.js';
 import type { Visibility } from './rooms/visibility.js';
+import type { RoomDirectory } from './rooms/room-directory.js';
+import type { RoomUpgrades } from './rooms/room-upgrade.js';
+import type { SyncService } from './sync/sync-service.js';
+import type { SyncWaiter } from './sync/waiter.js';
+import type { Ephemeral } from './sync/ephemeral.js';
+import type { SyncStore } from './storage/sync-store.js';
+import type { PushRulesService } from './push/push-rules-service.js';
+import type { PushNotifications } from './push/push-notifications.js';
 
 export interface Services {
   config: Config;
@@ -33,7 +42,18 @@ export interface Services {
   rooms: RoomService;
   roomReads: RoomReads;
   visibility: Visibility;
+  directory: RoomDirectory;
+  upgrades: RoomUpgrades;
+  syncStore: SyncStore;
+  syncWaiter: SyncWaiter;
+  syncService: SyncService;
+  ephemeral: Ephemeral;
+  /** Redis pub/sub between processes sharing the database (null in the embedded default). */
+  bus: NotifierBus | null;
   notifier: Notifier;
+  e2ee: E2ee;
+  pushRules: PushRulesService;
+  pushNotifications: PushNotifications;
   auth: AuthMiddleware;
   limiters: { login: RateLimiter; registration: RateLimiter; messages: RateLimiter; perIp: RateLimiter };
 }

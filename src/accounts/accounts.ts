@@ -32,9 +32,11 @@ export interface AccountHooks {
 }
 
 const DEVICE_TOUCH_INTERVAL_MS = 60_000;
+const TOKEN_CACHE_MS = 5_000;
 
 export class Accounts {
   private readonly lastTouch = new Map<string, number>();
+  private readonly tokenCache = new Map<string, { requester: Requester; until: number; expiresTs: number | null }>();
   hooks: AccountHooks = {};
 
   constructor(
@@ -166,18 +168,38 @@ export class Accounts {
         refresh_token_id: refreshTokenId,
       }, trx);
     });
+    if (!created) this.forgetTokens(userId, [deviceId]);
     if (created || opts.displayName) await this.hooks.devicesChanged?.(userId, [deviceId], false);
     return result;
   }
 
-  /** Looks up an access token. Expired tokens get M_UNKNOWN_TOKEN with soft_logout. */
+  /**
+   * Looks up an access token. Expired tokens get M_UNKNOWN_TOKEN with soft_logout. Lookups are
+   * cached briefly (keyed by the token's hash); logging out in this process drops them at once,
+   * another process sharing the database sees a logout within TOKEN_CACHE_MS.
+   */
   async authenticate(token: string): Promise<Requester> {
-    const row = await this.users.accessTokenByHash(hashToken(token));
+    const hash = hashToken(token);
+    const now = Date.now();
+    const hit = this.tokenCache.get(hash);
+    if (hit && hit.until > now && (hit.expiresTs === null || hit.expiresTs > now)) return hit.requester;
+    const row = await this.users.accessTokenByHash(hash);
     if (!row) throw unknownToken();
-    if (row.expires_ts !== null && num(row.expires_ts) <= Date.now()) throw unknownToken('Access token has expired', true);
+    const expiresTs = row.expires_ts === null ? null : num(row.expires_ts);
+    if (expiresTs !== null && expiresTs <= now) throw unknownToken('Access token has expired', true);
     const user = await this.users.userById(row.user_id);
     if (!user || bool(user.deactivated)) throw unknownToken('User account has been deactivated');
-    return { userId: row.user_id, deviceId: row.device_id, isAdmin: bool(user.is_admin), isGuest: bool(user.is_guest), tokenId: row.id };
+    const requester = { userId: row.user_id, deviceId: row.device_id, isAdmin: bool(user.is_admin), isGuest: bool(user.is_guest), tokenId: row.id };
+    if (this.tokenCache.size > 50_000) this.tokenCache.clear();
+    this.tokenCache.set(hash, { requester, until: now + TOKEN_CACHE_MS, expiresTs });
+    return requester;
+  }
+
+  /** Drops cached token lookups of a user's devices (after logout, deletion, deactivation). */
+  private forgetTokens(userId: string, deviceIds?: readonly string[]): void {
+    for (const [k, v] of this.tokenCache) {
+      if (v.requester.userId === userId && (!deviceIds || deviceIds.includes(v.requester.deviceId))) this.tokenCache.delete(k);
+    }
   }
 
   /** Records last-seen data at most once a minute per device. */
@@ -218,6 +240,7 @@ export class Accounts {
       await trx('access_tokens').where({ refresh_token_id: row.id }).delete();
       await this.users.deleteRefreshToken(row.id, trx);
     });
+    this.forgetTokens(row.user_id, [row.device_id]);
     return { access_token: access, refresh_token: refresh, expires_in_ms: this.accessTokenLifetimeMs };
   }
 
@@ -262,6 +285,7 @@ export class Accounts {
   async deleteDevices(userId: string, deviceIds: string[]): Promise<void> {
     if (!deviceIds.length) return;
     await this.db.transaction((trx) => this.users.deleteDevices(userId, deviceIds, trx));
+    this.forgetTokens(userId, deviceIds);
     for (const d of deviceIds) this.lastTouch.delete(`${userId}|${d}`);
     await this.hooks.devicesChanged?.(userId, deviceIds, true);
   }

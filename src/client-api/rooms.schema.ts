@@ -39,3 +39,9 @@ export const ReasonBody = { type: 'object', properties: { reason: { type: 'strin
 export const AliasBody = { type: 'object', required: ['room_id'], properties: { room_id: { type: 'string', pattern: '^!' } } } as const;
 
 export const VisibilityBody = { type: 'object', properties: { visibility: { enum: ['public', 'private'] } } } as const;
+
+export const UpgradeBody = {
+  type: 'object',
+  required: ['new_version'],
+  properties: { new_version: { type: 'string' }, additional_creators: { type: 'array', items: { type: 'string' } } },
+} as const;

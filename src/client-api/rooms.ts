@@ -6,7 +6,7 @@ import { MatrixError, forbidden, notFound } from '../http/errors.js';
 import { validateBody, queryInt, queryString, queryBool } from '../http/validate.js';
 import { requesterOf } from '../http/auth.js';
 import { rateLimit } from '../http/rate-limit.js';
-import { CreateRoomBody, MembershipBody, InviteBody, ReasonBody } from './rooms.schema.js';
+import { CreateRoomBody, MembershipBody, InviteBody, ReasonBody, UpgradeBody } from './rooms.schema.js';
 import type { CreateRoomRequest } from '../rooms/room-service.js';
 import type { EventFilterSpec } from '../rooms/room-reads.js';
 
@@ -219,6 +219,21 @@ export function roomRoutes(s: Services) {
         from: queryString(ctx.query, 'from'),
         limit: queryInt(ctx.query, 'limit', { min: 1, max: 1000, def: 50 })!,
       });
+    });
+
+    // POST /rooms/{roomId}/upgrade
+    r.post('/rooms/:roomId/upgrade', auth.requireAuth(), validateBody(UpgradeBody), async (ctx) => {
+      const body = ctx.request.body as { new_version: string; additional_creators?: string[] };
+      ctx.body = { replacement_room: await s.upgrades.upgrade(requesterOf(ctx).userId, roomIdParam(ctx), body.new_version, body.additional_creators) };
+    });
+
+    // GET /rooms/{roomId}/timestamp_to_event (v1)
+    r.get('/rooms/:roomId/timestamp_to_event', auth.requireAuth({ allowGuest: true }), async (ctx) => {
+      const ts = queryInt(ctx.query, 'ts');
+      if (ts === undefined) throw new MatrixError(400, 'M_MISSING_PARAM', 'Missing ts');
+      const dir = queryString(ctx.query, 'dir');
+      if (dir !== 'b' && dir !== 'f') throw new MatrixError(400, dir === undefined ? 'M_MISSING_PARAM' : 'M_INVALID_PARAM', "dir must be 'b' or 'f'");
+      ctx.body = await roomReads.timestampToEvent(viewer(ctx), roomIdParam(ctx), ts, dir);
     });
 
     // PUT /rooms/{roomId}/typing/{userId} and receipts live in the sync area.

@@ -304,9 +304,7 @@ export function checkAuth(event: PDU, authState: AuthStateLookup, version: RoomV
 }
 
 function checkCreate(event: PDU, content: Record<string, unknown>, version: RoomVersion): void {
-  if (prevEventIds(event).length > 0 || (Array.isArray(event.prev_events) && event.prev_events.length > 0)) {
-    reject('m.room.create has prev_events');
-  }
+  if (Array.isArray(event.prev_events) && event.prev_events.length > 0) reject('m.room.create has prev_events');
   if (version.roomIdFromCreateEvent) {
     if (hasOwn(event, 'room_id') && event.room_id !== undefined) reject('m.room.create must not have a room_id');
   } else {

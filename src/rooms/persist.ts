@@ -56,17 +56,13 @@ export class EventPersister {
    * reject it. With `txn`, a repeated (device, txnId) returns the first event instead.
    */
   async send(room: RoomInfo, ev: NewEvent): Promise<StoredEvent> {
-    if (ev.txn) {
-      const existing = await this.store.txnEvent(ev.sender, ev.txn.deviceId, ev.txn.txnId);
-      if (existing) return (await this.data.event(existing))!;
-    }
     return this.mutex.run(room.roomId, async () => {
       let stored!: StoredEvent;
       let fresh = true;
       await this.db.transaction(async (trx) => {
         await this.store.lockRoom(room.roomId, trx);
         if (ev.txn) {
-          // Re-check under the lock: a concurrent request with the same txn id may have won.
+          // Checked under the lock, so a concurrent request with the same txn id cannot also win.
           const existing = await this.store.txnEvent(ev.sender, ev.txn.deviceId, ev.txn.txnId, trx);
           if (existing) {
             stored = (await this.data.event(existing, trx))!;
@@ -74,14 +70,12 @@ export class EventPersister {
             return;
           }
         }
-        const groupBefore = await this.store.currentStateGroup(room.nid, trx);
-        const stateBefore = await this.data.stateOfGroup(groupBefore, trx);
-        const extremities = await this.store.forwardExtremities(room.nid, trx);
-        extremities.sort((a, b) => b.depth - a.depth);
-        const prev = extremities.slice(0, MAX_PREV_EVENTS);
+        const head = await this.store.roomHead(room.nid, trx);
+        const stateBefore = await this.data.stateOfGroup(head.stateGroup, trx);
+        const prev = head.extremities.sort((a, b) => b.depth - a.depth).slice(0, MAX_PREV_EVENTS);
         const depth = Math.min(Number.MAX_SAFE_INTEGER, (prev[0]?.depth ?? 0) + 1);
         const pdu = await this.build(room, ev, stateBefore, prev.map((p) => p.event_id), depth, trx);
-        stored = await this.persistBuilt(trx, room, pdu, stateBefore, groupBefore, prev.map((p) => p.event_id), ev.txn);
+        stored = await this.persistBuilt(trx, room, pdu, stateBefore, head.stateGroup, prev, ev.txn);
       });
       if (fresh) this.afterCommit(stored, room);
       return stored;
@@ -142,21 +136,24 @@ export class EventPersister {
   }
 
   /** Writes an authorised event and everything derived from it. Must run inside the room lock. */
-  private async persistBuilt(trx: Knex, room: RoomInfo, pdu: PDU, stateBefore: StateMap, groupBefore: number | null, prevIds: string[], txn?: { deviceId: string; txnId: string }): Promise<StoredEvent> {
+  private async persistBuilt(trx: Knex, room: RoomInfo, pdu: PDU, stateBefore: StateMap, groupBefore: number | null, prev: readonly { event_id: string; event_nid: number }[], txn?: { deviceId: string; txnId: string }): Promise<StoredEvent> {
     const eventId = eventIdOf(pdu, room.version);
     const sk = eventStateKey(pdu);
     const replacesState = sk ? stateBefore.get(sk) ?? null : null;
+    // The stream position is taken first: in SQLite the transaction is the only writer anyway, and
+    // in PostgreSQL the row lock it takes is what orders commits (see StreamsStore.nextPosition).
+    const position = await this.streams.nextPosition(trx, 'events');
     const nid = await this.store.insertEvent({
       event_id: eventId,
       room_nid: room.nid,
-      stream_ordering: null,
+      stream_ordering: position,
       depth: pdu.depth,
       type: pdu.type,
       state_key: pdu.state_key ?? null,
       sender: pdu.sender,
       origin_server_ts: pdu.origin_server_ts,
       json: JSON.stringify(pdu),
-      state_group: null,
+      state_group: sk ? null : groupBefore,
       outlier: false,
       soft_failed: false,
       rejected_reason: null,
@@ -167,24 +164,34 @@ export class EventPersister {
       contains_url: typeof pdu.content?.url === 'string',
     }, trx);
     const stored: StoredEvent = {
-      nid, eventId, roomNid: room.nid, roomId: room.roomId, stream: null, depth: pdu.depth, pdu, stateGroup: groupBefore,
+      nid, eventId, roomNid: room.nid, roomId: room.roomId, stream: position, depth: pdu.depth, pdu, stateGroup: groupBefore,
       outlier: false, softFailed: false, rejected: null, redactedBy: null, replacesState, txnId: txn?.txnId ?? null, deviceId: txn?.deviceId ?? null,
     };
     this.data.remember(stored);
 
-    let groupAfter = groupBefore;
     if (sk) {
       const after = new Map(stateBefore);
       after.set(sk, eventId);
-      groupAfter = await this.data.writeStateGroup(room, after, groupBefore, trx);
+      const groupAfter = await this.data.writeStateGroup(room, after, groupBefore, trx);
+      stored.stateGroup = groupAfter;
+      await this.store.setEventStateGroup(nid, groupAfter, trx);
       await this.store.upsertCurrentState(room.nid, pdu.type, pdu.state_key!, nid, trx);
       await this.store.setCurrentStateGroup(room.nid, groupAfter, trx);
+      if (pdu.type === 'm.room.member') {
+        await this.store.upsertMember({
+          room_nid: room.nid,
+          user_id: pdu.state_key!,
+          membership: String(pdu.content.membership),
+          event_nid: nid,
+          stream_ordering: position,
+          displayname: typeof pdu.content.displayname === 'string' ? pdu.content.displayname : null,
+          avatar_url: typeof pdu.content.avatar_url === 'string' ? pdu.content.avatar_url : null,
+          forgotten: false,
+        }, trx);
+      }
     }
-    stored.stateGroup = groupAfter;
-    if (groupAfter !== null) await trx('events').where({ event_nid: nid }).update({ state_group: groupAfter });
 
-    const prevNids = prevIds.length ? [...(await this.data.eventsMap(prevIds, trx)).values()].map((e) => e.nid) : [];
-    await this.store.replaceForwardExtremities(room.nid, prevNids, nid, trx);
+    await this.store.advanceForwardExtremities(room.nid, prev.map((p) => p.event_nid), nid, trx);
 
     const rel = pdu.content?.['m.relates_to'] as { rel_type?: unknown; event_id?: unknown; key?: unknown } | undefined;
     if (rel && typeof rel.rel_type === 'string' && typeof rel.event_id === 'string') {
@@ -194,23 +201,6 @@ export class EventPersister {
 
     if (pdu.type === 'm.room.redaction') await this.applyRedaction(trx, room, pdu, eventId, stateBefore);
     for (const h of this.hooks) await h.inTransaction?.(trx, stored, room, stateBefore);
-
-    // Last: the stream position. Its row lock orders commits (see StreamsStore.nextPosition).
-    const position = await this.streams.nextPosition(trx, 'events');
-    await this.store.setStreamOrdering(nid, position, trx);
-    if (pdu.type === 'm.room.member' && typeof pdu.state_key === 'string') {
-      await this.store.upsertMember({
-        room_nid: room.nid,
-        user_id: pdu.state_key,
-        membership: String(pdu.content.membership),
-        event_nid: nid,
-        stream_ordering: position,
-        displayname: typeof pdu.content.displayname === 'string' ? pdu.content.displayname : null,
-        avatar_url: typeof pdu.content.avatar_url === 'string' ? pdu.content.avatar_url : null,
-        forgotten: false,
-      }, trx);
-    }
-    stored.stream = position;
     return stored;
   }
 

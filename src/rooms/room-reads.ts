@@ -264,6 +264,27 @@ export class RoomReads {
     return res;
   }
 
+  /**
+   * GET /rooms/{roomId}/timestamp_to_event (v1): the event nearest `ts` in direction `dir` that the
+   * user may see. Members and, for world-readable rooms, anyone may ask.
+   */
+  async timestampToEvent(viewer: Viewer, roomId: string, ts: number, dir: 'f' | 'b'): Promise<{ event_id: string; origin_server_ts: number }> {
+    const room = await this.requireRoom(roomId);
+    const st = await this.visibility.status(room, viewer.userId);
+    if (!st.membership && !(await this.visibility.isWorldReadable(room))) throw forbidden('You are not in this room');
+    let after: { ts: number; stream: number } | undefined;
+    for (let round = 0; round < 20; round++) {
+      const rows = await this.store.eventsNearTs(room.nid, ts, dir, 50, after);
+      if (!rows.length) break;
+      const visible = await this.visibility.filter(viewer.userId, room, await this.data.fromRows(rows), st);
+      if (visible.length) return { event_id: visible[0].eventId, origin_server_ts: visible[0].pdu.origin_server_ts };
+      const last = rows[rows.length - 1];
+      after = { ts: num(last.origin_server_ts), stream: num(last.stream_ordering) };
+      if (rows.length < 50) break;
+    }
+    throw notFound(`Unable to find event from ${ts} in ${dir === 'f' ? 'forward' : 'backward'} direction`);
+  }
+
   /** GET /rooms/{roomId}/threads */
   async threads(viewer: Viewer, roomId: string, opts: { include: 'all' | 'participated'; from?: string; limit: number }) {
     const room = await this.requireRoom(roomId);

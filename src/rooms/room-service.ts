@@ -156,7 +156,8 @@ export class RoomService {
     return { roomId: room.roomId, alias };
   }
 
-  private async profileContent(userId: string): Promise<Record<string, unknown>> {
+  /** The displayname and avatar_url a local user's member events carry. */
+  async profileContent(userId: string): Promise<Record<string, unknown>> {
     if (!this.isLocalUser(userId)) return {};
     const u = await this.users.userById(userId);
     const out: Record<string, unknown> = {};
@@ -253,6 +254,37 @@ export class RoomService {
     const current = await this.membershipIn(await this.data.currentState(room), target);
     if (current !== 'ban') throw forbidden(`${target} is not banned`);
     return this.persister.send(room, { sender, type: 'm.room.member', stateKey: target, content: { membership: 'leave', ...(reason ? { reason } : {}) } });
+  }
+
+  /**
+   * After a profile change: a fresh join event with the new displayname/avatar_url in every room the
+   * user is joined to (as Synapse does). One room failing does not stop the others.
+   */
+  async propagateProfile(userId: string): Promise<void> {
+    for (const r of await this.store.roomsOfUser(userId, ['join'])) {
+      try {
+        await this.join(userId, r.room_id);
+      } catch {
+        // e.g. the room's power levels no longer allow the user's member event; skip that room.
+      }
+    }
+  }
+
+  /** Account deactivation: leave every joined room, reject invites and withdraw knocks. */
+  async leaveAllRooms(userId: string): Promise<void> {
+    for (const r of await this.store.roomsOfUser(userId, ['join', 'invite', 'knock'])) {
+      try {
+        await this.setMembership(userId, r.room_id, userId, 'leave');
+      } catch {
+        // Leaving is always allowed for one's own membership; a failure here must not block deactivation.
+      }
+    }
+  }
+
+  /** Whether the room exists and the user has (or had) a membership in it (room account data). */
+  async hasMembership(userId: string, roomId: string): Promise<boolean> {
+    const room = await this.data.room(roomId);
+    return !!room && !!(await this.store.membership(room.nid, userId));
   }
 
   async forget(userId: string, roomId: string): Promise<void> {

@@ -93,6 +93,23 @@ export class EventsStore {
     return q<RoomRow>('rooms').where({ is_public: true });
   }
 
+  async isRoomPublic(roomNid: number, q: Knex = this.db): Promise<boolean> {
+    const r = await q('rooms').where({ room_nid: roomNid }).first('is_public');
+    return r?.is_public === true || r?.is_public === 1;
+  }
+
+  /** Rooms published in the directory with their joined member counts, most members first. */
+  async publicRoomsByJoinedMembers(q: Knex = this.db): Promise<{ room_nid: number; room_id: string; joined: number }[]> {
+    const rows = await q('rooms as r')
+      .leftJoin('room_members as m', (j) => j.on('m.room_nid', '=', 'r.room_nid').andOnVal('m.membership', '=', 'join'))
+      .where('r.is_public', true)
+      .groupBy('r.room_nid', 'r.room_id')
+      .select('r.room_nid', 'r.room_id')
+      .count({ joined: 'm.user_id' })
+      .orderBy([{ column: 'joined', order: 'desc' }, { column: 'r.room_id', order: 'asc' }]);
+    return (rows as { room_nid: number; room_id: string; joined: number | string }[]).map((r) => ({ room_nid: Number(r.room_nid), room_id: r.room_id, joined: Number(r.joined) }));
+  }
+
   /** Serialises writers of one room across processes (PostgreSQL); SQLite has one writer anyway. */
   async lockRoom(roomId: string, trx: Knex): Promise<void> {
     if (dialectOf(trx) === 'pg') await trx.raw('SELECT pg_advisory_xact_lock(hashtext(?))', [roomId]);
@@ -106,6 +123,24 @@ export class EventsStore {
 
   async setStreamOrdering(eventNid: number, position: number, q: Knex): Promise<void> {
     await q('events').where({ event_nid: eventNid }).update({ stream_ordering: position });
+  }
+
+  async setEventStateGroup(eventNid: number, group: number, q: Knex): Promise<void> {
+    await q('events').where({ event_nid: eventNid }).update({ state_group: group });
+  }
+
+  /** The room's current state group and forward extremities, in one query. */
+  async roomHead(roomNid: number, q: Knex = this.db): Promise<{ stateGroup: number | null; extremities: { event_id: string; event_nid: number; depth: number }[] }> {
+    const rows = await q('rooms as r')
+      .leftJoin('forward_extremities as f', 'f.room_nid', 'r.room_nid')
+      .leftJoin('events as e', 'e.event_nid', 'f.event_nid')
+      .where('r.room_nid', roomNid)
+      .select('r.current_state_group', 'e.event_id', 'e.event_nid', 'e.depth');
+    return {
+      stateGroup: rows[0]?.current_state_group ?? null,
+      extremities: rows.filter((r: { event_id: string | null }) => r.event_id !== null)
+        .map((r: { event_id: string; event_nid: number; depth: number | string }) => ({ event_id: r.event_id, event_nid: Number(r.event_nid), depth: Number(r.depth) })),
+    };
   }
 
   async eventsByIds(ids: readonly string[], q: Knex = this.db): Promise<EventRow[]> {
@@ -173,6 +208,20 @@ export class EventsStore {
     const query = q<EventRow>('events').where({ room_nid: roomNid, outlier: false }).whereNotNull('stream_ordering');
     if (dir === 'f') return query.andWhere('origin_server_ts', '>=', ts).orderBy([{ column: 'origin_server_ts', order: 'asc' }, { column: 'stream_ordering', order: 'asc' }]).first();
     return query.andWhere('origin_server_ts', '<=', ts).orderBy([{ column: 'origin_server_ts', order: 'desc' }, { column: 'stream_ordering', order: 'desc' }]).first();
+  }
+
+  /**
+   * Events of a room ordered by origin_server_ts from `ts` in direction `dir` (inclusive), then
+   * by stream position; `after` continues strictly past a previous page's last event.
+   */
+  async eventsNearTs(roomNid: number, ts: number, dir: 'f' | 'b', limit: number, after?: { ts: number; stream: number }, q: Knex = this.db): Promise<EventRow[]> {
+    const query = q<EventRow>('events').where({ room_nid: roomNid, outlier: false, soft_failed: false }).whereNotNull('stream_ordering')
+      .whereNull('rejected_reason');
+    const op = dir === 'f' ? '>' : '<';
+    query.andWhere('origin_server_ts', dir === 'f' ? '>=' : '<=', ts);
+    if (after) query.andWhere((w) => w.where('origin_server_ts', op, after.ts).orWhere((w2) => w2.where('origin_server_ts', '=', after.ts).andWhere('stream_ordering', op, after.stream)));
+    const order = dir === 'f' ? 'asc' : 'desc';
+    return query.orderBy([{ column: 'origin_server_ts', order }, { column: 'stream_ordering', order }]).limit(limit);
   }
 
   // State groups
@@ -288,6 +337,15 @@ export class EventsStore {
     return rows.map((r: { event_id: string; depth: number | string }) => ({ event_id: r.event_id, depth: Number(r.depth) }));
   }
 
+  /** The new event replaces its prev events as forward extremities (one UPDATE in the linear case). */
+  async advanceForwardExtremities(roomNid: number, prevNids: readonly number[], addNid: number, q: Knex): Promise<void> {
+    if (prevNids.length === 1) {
+      const n = await q('forward_extremities').where({ room_nid: roomNid, event_nid: prevNids[0] }).update({ event_nid: addNid });
+      if (n) return;
+    }
+    await this.replaceForwardExtremities(roomNid, prevNids, addNid, q);
+  }
+
   async replaceForwardExtremities(roomNid: number, removeNids: readonly number[], addNid: number, q: Knex): Promise<void> {
     if (removeNids.length) await q('forward_extremities').where({ room_nid: roomNid }).whereIn('event_nid', removeNids).delete();
     await q('forward_extremities').insert({ room_nid: roomNid, event_nid: addNid }).onConflict(['room_nid', 'event_nid']).ignore();
@@ -366,6 +424,11 @@ export class EventsStore {
 
   async deleteAlias(alias: string, q: Knex = this.db): Promise<number> {
     return q('room_aliases').where({ alias }).delete();
+  }
+
+  /** Points every alias of `fromRoomId` at `toRoomId` (room upgrades move local aliases). */
+  async moveAliases(fromRoomId: string, toRoomId: string, q: Knex = this.db): Promise<number> {
+    return q('room_aliases').where({ room_id: fromRoomId }).update({ room_id: toRoomId });
   }
 
   async aliasesOfRoom(roomId: string, q: Knex = this.db): Promise<string[]> {

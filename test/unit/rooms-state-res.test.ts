@@ -125,6 +125,128 @@ function initial(versionId: string): Dag {
 
 const V2_FAMILY = ['2', '3', '4', '5', '6', '7', '8', '9', '10', '11', '12'];
 
+// ---- the state res v2 example graphs used by Synapse's test suite (tests/state/test_v2.py) ------
+// Same events, edges and expected outcomes; the DAG is built in lexicographical topological order
+// of the node names, which fixes the origin_server_ts order as in those tests.
+
+type Node = [name: string, sender: string, type: string, stateKey: string | undefined, content: Json];
+const EX = (u: string) => `@${u}:example.com`;
+const [XA, XB, XC, XE, XZ] = ['alice', 'bob', 'charlie', 'evelyn', 'zara'].map(EX);
+const X_INITIAL: Node[] = [
+  ['CREATE', XA, 'm.room.create', '', { creator: XA }],
+  ['IMA', XA, 'm.room.member', XA, { membership: 'join' }],
+  ['IPOWER', XA, 'm.room.power_levels', '', { users: { [XA]: 100 } }],
+  ['IJR', XA, 'm.room.join_rules', '', { join_rule: 'public' }],
+  ['IMB', XB, 'm.room.member', XB, { membership: 'join' }],
+  ['IMC', XC, 'm.room.member', XC, { membership: 'join' }],
+  ['IMZ', XZ, 'm.room.member', XZ, { membership: 'join' }],
+  ['START', XZ, 'm.room.message', undefined, {}],
+  ['END', XZ, 'm.room.message', undefined, {}],
+];
+const X_INITIAL_EDGES = ['START', 'IMZ', 'IMC', 'IMB', 'IJR', 'IPOWER', 'IMA', 'CREATE'];
+
+function scenario(versionId: string, nodes: Node[], edges: string[][], expected: string[]): void {
+  const all = new Map([...X_INITIAL, ...nodes].map((n) => [n[0], n]));
+  const prevs = new Map<string, Set<string>>([...all.keys()].map((k) => [k, new Set<string>()]));
+  for (const chain of [X_INITIAL_EDGES, ...edges]) {
+    for (let i = 0; i + 1 < chain.length; i++) (prevs.get(chain[i]) as Set<string>).add(chain[i + 1]);
+  }
+  const dag = new Dag(versionId);
+  const done = new Set<string>();
+  while (done.size < all.size) {
+    const ready = [...all.keys()].filter((n) => !done.has(n) && [...(prevs.get(n) as Set<string>)].every((p) => done.has(p))).sort();
+    const name = ready[0];
+    const [, sender, type, sk, content] = all.get(name) as Node;
+    const c = type === 'm.room.create' && dag.version.implicitRoomCreator ? {} : content;
+    dag.add(name, { type, sender, state_key: sk, content: c }, [...(prevs.get(name) as Set<string>)]);
+    done.add(name);
+  }
+  const start = dag.after.get(dag.id('START')) as StateMap;
+  const end = dag.after.get(dag.id('END')) as StateMap;
+  const want = new Map<string, string>();
+  for (const n of expected) {
+    const e = dag.events.get(dag.id(n)) as PDU;
+    want.set(stateKey(e.type, e.state_key as string), dag.id(n));
+  }
+  const got = new Map([...end].filter(([k, v]) => want.has(k) || start.get(k) !== v));
+  assert.deepEqual(dag.named(got), dag.named(want), `room v${versionId}`);
+}
+
+const X_VERSIONS = ['2', '3', '4', '5', '6', '7', '8', '9', '10', '11'];
+
+test('Synapse v2 examples: ban vs power levels', () => {
+  for (const v of X_VERSIONS) {
+    scenario(v, [
+      ['PA', XA, 'm.room.power_levels', '', { users: { [XA]: 100, [XB]: 50 } }],
+      ['MA', XA, 'm.room.member', XA, { membership: 'join' }],
+      ['MB', XA, 'm.room.member', XB, { membership: 'ban' }],
+      ['PB', XB, 'm.room.power_levels', '', { users: { [XA]: 100, [XB]: 50 } }],
+    ], [['END', 'MB', 'MA', 'PA', 'START'], ['END', 'PB', 'PA']], ['PA', 'MA', 'MB']);
+  }
+});
+
+test('Synapse v2 examples: join rule evasion', () => {
+  for (const v of X_VERSIONS) {
+    scenario(v, [
+      ['JR', XA, 'm.room.join_rules', '', { join_rules: 'private' }],
+      ['ME', XE, 'm.room.member', XE, { membership: 'join' }],
+    ], [['END', 'JR', 'START'], ['END', 'ME', 'START']], ['JR']);
+  }
+});
+
+test('Synapse v2 examples: offtopic power levels', () => {
+  for (const v of X_VERSIONS) {
+    scenario(v, [
+      ['PA', XA, 'm.room.power_levels', '', { users: { [XA]: 100, [XB]: 50 } }],
+      ['PB', XB, 'm.room.power_levels', '', { users: { [XA]: 100, [XB]: 50, [XC]: 50 } }],
+      ['PC', XC, 'm.room.power_levels', '', { users: { [XA]: 100, [XB]: 50, [XC]: 0 } }],
+    ], [['END', 'PC', 'PB', 'PA', 'START'], ['END', 'PA']], ['PC']);
+  }
+});
+
+test('Synapse v2 examples: topic basic, topic reset, topic', () => {
+  for (const v of X_VERSIONS) {
+    scenario(v, [
+      ['T1', XA, 'm.room.topic', '', {}],
+      ['PA1', XA, 'm.room.power_levels', '', { users: { [XA]: 100, [XB]: 50 } }],
+      ['T2', XA, 'm.room.topic', '', {}],
+      ['PA2', XA, 'm.room.power_levels', '', { users: { [XA]: 100, [XB]: 0 } }],
+      ['PB', XB, 'm.room.power_levels', '', { users: { [XA]: 100, [XB]: 50 } }],
+      ['T3', XB, 'm.room.topic', '', {}],
+    ], [['END', 'PA2', 'T2', 'PA1', 'T1', 'START'], ['END', 'T3', 'PB', 'PA1']], ['PA2', 'T2']);
+    scenario(v, [
+      ['T1', XA, 'm.room.topic', '', {}],
+      ['PA', XA, 'm.room.power_levels', '', { users: { [XA]: 100, [XB]: 50 } }],
+      ['T2', XB, 'm.room.topic', '', {}],
+      ['MB', XA, 'm.room.member', XB, { membership: 'ban' }],
+    ], [['END', 'MB', 'T2', 'PA', 'T1', 'START'], ['END', 'T1']], ['T1', 'MB', 'PA']);
+    scenario(v, [
+      ['T1', XA, 'm.room.topic', '', {}],
+      ['PA1', XA, 'm.room.power_levels', '', { users: { [XA]: 100, [XB]: 50 } }],
+      ['T2', XA, 'm.room.topic', '', {}],
+      ['PA2', XA, 'm.room.power_levels', '', { users: { [XA]: 100, [XB]: 0 } }],
+      ['PB', XB, 'm.room.power_levels', '', { users: { [XA]: 100, [XB]: 50 } }],
+      ['T3', XB, 'm.room.topic', '', {}],
+      ['MZ1', XZ, 'm.room.message', undefined, {}],
+      ['T4', XA, 'm.room.topic', '', {}],
+    ], [['END', 'T4', 'MZ1', 'PA2', 'T2', 'PA1', 'T1', 'START'], ['END', 'MZ1', 'T3', 'PB', 'PA1']], ['T4', 'PA2']);
+  }
+});
+
+test('Synapse v2 examples: mainline sort', () => {
+  for (const v of X_VERSIONS) {
+    scenario(v, [
+      ['T1', XA, 'm.room.topic', '', {}],
+      ['PA1', XA, 'm.room.power_levels', '', { users: { [XA]: 100, [XB]: 50 } }],
+      ['T2', XA, 'm.room.topic', '', {}],
+      ['PA2', XA, 'm.room.power_levels', '', { users: { [XA]: 100, [XB]: 50 }, events: { 'm.room.power_levels': 100 } }],
+      ['PB', XB, 'm.room.power_levels', '', { users: { [XA]: 100, [XB]: 50 } }],
+      ['T3', XB, 'm.room.topic', '', {}],
+      ['T4', XA, 'm.room.topic', '', {}],
+    ], [['END', 'T3', 'PA2', 'T2', 'PA1', 'T1', 'START'], ['END', 'T4', 'PB', 'PA1']], ['T3', 'PA2']);
+  }
+});
+
 test('trivial inputs: no states, one state, identical states', () => {
   const dag = initial('11');
   assert.deepEqual(resolveState(dag.version, [], dag.ctx), new Map());
