@@ -29,10 +29,24 @@ import { SyncService } from './sync/sync-service.js';
 import { Ephemeral } from './sync/ephemeral.js';
 import { syncRoutes } from './client-api/sync.js';
 import { RedisBus } from './sync/redis-bus.js';
+import { jobQueuePrefix } from './jobs/index.js';
 import { Accounts } from './accounts/accounts.js';
 import { Uia } from './accounts/uia.js';
 import { AccountData } from './accounts/account-data.js';
 import { ServerKeys } from './federation/server-keys.js';
+import { KeyRing } from './federation/keyring.js';
+import { FederationClient } from './federation/client.js';
+import { federationTransportRoutes, keyQueryRoutes } from './federation/routes/transport.js';
+import { ReceivedEvents } from './rooms/received.js';
+import { FederationReceiver } from './federation/receiver.js';
+import { FederatedMembership } from './federation/membership.js';
+import { federationRoomRoutes } from './federation/routes/rooms.js';
+import { requireServerAuth } from './federation/x-matrix.js';
+import { FederationKeysStore } from './storage/federation-keys-store.js';
+import { FederationSender, FederationClientTransport, type FederationSenderOptions, type TransactionTransport } from './federation/sender.js';
+import { OutboxStore } from './storage/outbox-store.js';
+import { createJobQueue } from './jobs/index.js';
+import { registerProcessors } from './jobs/processors.js';
 import { Notifier } from './sync/notifier.js';
 import { makeAuth } from './http/auth.js';
 import { RateLimiter } from './http/rate-limit.js';
@@ -52,7 +66,7 @@ import { roomKeyRoutes } from './client-api/room-keys.js';
 import { toDeviceRoutes } from './client-api/to-device.js';
 import { PushStore } from './storage/push-store.js';
 import { PushRulesService } from './push/push-rules-service.js';
-import { PushNotifications } from './push/push-notifications.js';
+import { PushNotifications, readUpToFromReceipts } from './push/push-notifications.js';
 import { BulkPushEvaluator } from './push/bulk-evaluator.js';
 import { pushRulesRoutes } from './client-api/push-rules.js';
 import { notificationsRoutes } from './client-api/notifications.js';
@@ -65,17 +79,35 @@ export interface Homeserver {
   stop(): Promise<void>;
 }
 
-export async function buildServices(config: Config, logger: Logger): Promise<Services> {
+/** Seams for tests and embedders; production passes none. */
+export interface BuildOptions {
+  /** Delivers federation transactions (default: through the FederationClient). */
+  federationTransport?: TransactionTransport;
+  federationSender?: Partial<FederationSenderOptions>;
+}
+
+export async function buildServices(config: Config, logger: Logger, opts: BuildOptions = {}): Promise<Services> {
   const db: Knex = openDatabase({ url: config.database.url, sqliteSynchronous: config.database.sqlite_synchronous, poolMax: config.database.pool_max });
   await migrate(db);
 
   const stores = { users: new UsersStore(db), streams: new StreamsStore(db), accountData: new AccountDataStore(db), events: new EventsStore(db) };
   const serverKeys = new ServerKeys(new ServerKeysStore(db), config.server_name);
   await serverKeys.load(db);
+  // Federation transport: signed outgoing requests, and other servers' keys (direct or via notaries).
+  const fed = config.federation;
+  const federationClient = new FederationClient({
+    serverName: config.server_name,
+    signingKey: () => serverKeys.signingKey,
+    serverNameMap: fed.server_name_map,
+    allowPrivateAddresses: fed.allow_private_addresses,
+    caFile: fed.ca_file,
+    logger,
+  });
+  const keyRing = new KeyRing({ store: new FederationKeysStore(db), ownKeys: serverKeys, transport: federationClient, trustedKeyServers: fed.trusted_key_servers, logger });
   const notifier = new Notifier();
   let bus: RedisBus | null = null;
   if (config.redis.url) {
-    bus = await RedisBus.connect(config.redis.url, logger);
+    bus = await RedisBus.connect(config.redis.url, jobQueuePrefix(config), logger);
     notifier.attachBus(bus);
   }
   const accounts = new Accounts(db, stores.users, config.server_name, config.registration.access_token_lifetime_ms);
@@ -91,6 +123,24 @@ export async function buildServices(config: Config, logger: Logger): Promise<Ser
   const pushRules = new PushRulesService(db, pushStore, stores.streams, notifier, {}, logger);
   const pushNotifications = new PushNotifications(db, pushStore, roomData);
   persister.hooks.push(new BulkPushEvaluator(roomData, stores.events, pushStore, pushRules, config.server_name, logger));
+  const jobs = createJobQueue(config, logger);
+  // Outgoing federation: outbox rows written in each event's transaction, drained by federation-send jobs.
+  const federationSender = config.federation.enabled
+    ? new FederationSender(db, new OutboxStore(db), jobs, opts.federationTransport ?? new FederationClientTransport(federationClient), config.server_name, logger, opts.federationSender)
+    : null;
+  if (federationSender) persister.hooks.push(federationSender);
+  // Incoming federation: PDU checks, gap filling, joins/invites/leaves as either side.
+  const received = new ReceivedEvents(db, roomData, stores.events, stores.streams, notifier, persister);
+  const federationReceiver = new FederationReceiver(db, roomData, stores.events, received, keyRing, federationClient, config.server_name, logger);
+  const federatedMembership = new FederatedMembership(roomData, stores.events, persister, received, federationReceiver, federationClient, keyRing, config.server_name, () => serverKeys.signingKey, logger);
+  if (config.federation.enabled) {
+    rooms.federation = {
+      joinRemote: (userId, roomId, servers, content) => federatedMembership.joinRemote(userId, roomId, servers, content),
+      signInvite: (room, invite, stripped) => federatedMembership.signInviteRemotely(room, invite, stripped),
+      leaveRemote: (userId, room, server) => federatedMembership.leaveRemote(userId, room, server),
+      queryAlias: (alias) => federationClient.request(alias.slice(alias.indexOf(':') + 1), 'GET', '/_matrix/federation/v1/query/directory', { query: { room_alias: alias } }),
+    };
+  }
   const directory = new RoomDirectory(roomData, stores.events, rooms, persister, visibility, config.server_name);
   const upgrades = new RoomUpgrades(roomData, stores.events, rooms, persister, directory, config.server_name);
   // Deactivation leaves every room and rejects pending invites (after other hooks, e.g. E2EE's).
@@ -101,6 +151,7 @@ export async function buildServices(config: Config, logger: Logger): Promise<Ser
   };
   const accountData = new AccountData(db, stores.accountData, stores.streams, notifier);
   const syncStore = new SyncStore(db);
+  pushNotifications.readUpToLookup = async (userId, roomNids) => readUpToFromReceipts(await syncStore.receiptsOfUser(userId, roomNids));
   const syncWaiter = new SyncWaiter(notifier, await stores.streams.currentPositions(db));
   const syncService = new SyncService(roomData, stores.events, syncStore, stores.accountData, roomReads, visibility, syncWaiter);
   const ephemeral = new Ephemeral(db, syncStore, stores.streams, stores.events, roomData, notifier, accountData, config.presence.enabled, logger);
@@ -110,6 +161,20 @@ export async function buildServices(config: Config, logger: Logger): Promise<Ser
     if (c.invalidateEvents) roomData.forget(c.invalidateEvents);
   });
   syncService.ext.onSync = (userId, setPresence) => ephemeral.onSync(userId, setPresence);
+  // E2EE: to-device messages (deleted once acknowledged), device list changes, key counts.
+  syncService.ext.toDevice = (u, d, since, upTo, limit) => e2ee.toDeviceMessages(u, d, since, upTo, limit);
+  syncService.ext.ackToDevice = async (u, d, pos) => { await e2ee.deleteToDeviceUpTo(u, d, pos); };
+  syncService.ext.deviceListChanges = (since, upTo) => e2ee.deviceListChanges(since, upTo);
+  syncService.ext.oneTimeKeyCounts = (u, d) => e2ee.oneTimeKeyCounts(u, d);
+  syncService.ext.unusedFallbackKeyTypes = (u, d) => e2ee.unusedFallbackKeyTypes(u, d);
+  // Push: unread counts (total for unread_notifications; `main` is the main-timeline count thread-aware
+  // clients want), m.push_rules account data.
+  syncService.ext.unreadCounts = async (userId, roomNid, readUpTo) => {
+    const c = await pushNotifications.unreadCounts(userId, roomNid, readUpTo);
+    return { ...c.total, threads: c.threads, main: c.main };
+  };
+  syncService.ext.pushRulesChanged = (userId, since, upTo) => pushRules.pushRulesChangedSince(userId, since, upTo);
+  syncService.ext.pushRules = (userId) => pushRules.rulesetFor(userId);
   return {
     config,
     db,
@@ -124,6 +189,8 @@ export async function buildServices(config: Config, logger: Logger): Promise<Ser
     ephemeral,
     bus,
     serverKeys,
+    keyRing,
+    federationClient,
     roomData,
     persister,
     rooms,
@@ -135,6 +202,11 @@ export async function buildServices(config: Config, logger: Logger): Promise<Ser
     e2ee,
     pushRules,
     pushNotifications,
+    jobs,
+    federationSender,
+    federationReceiver,
+    federatedMembership,
+    received,
     auth: makeAuth(accounts),
     limiters: {
       login: new RateLimiter(rl.login),
@@ -152,8 +224,18 @@ export function buildRoutes(s: Services): ApiRoutes {
     client: [pushRulesRoutes(s), notificationsRoutes(s), keyRoutes(s), roomKeyRoutes(s), toDeviceRoutes(s), accountRoutes(s), deviceRoutes(s), profileRoutes(s, { profileChanged: (userId) => s.rooms.propagateProfile(userId) }), accountDataRoutes(s, { canAccessRoom: (userId, roomId) => s.rooms.hasMembership(userId, roomId) }), capabilitiesRoutes(s), roomRoutes(s), directoryRoutes(s), syncRoutes(s)],
     rooted: {
       client: [wellKnownRoutes(s), dehydratedDeviceRoutes(s), roomSummaryUnstableRoutes(s)],
-      federation: [serverWellKnownRoutes(s)],
-      keys: [serverWellKnownRoutes(s)],
+      federation: [serverWellKnownRoutes(s), federationTransportRoutes(s), federationRoomRoutes({
+        serverName: s.config.server_name,
+        auth: requireServerAuth(s.keyRing, s.config.server_name),
+        data: s.roomData,
+        store: s.stores.events,
+        users: s.stores.users,
+        receiver: s.federationReceiver,
+        membership: s.federatedMembership,
+        broadcast: async (ev, room, except) => s.federationSender?.relayEvent(ev, room, [except]),
+        onTransactionFrom: (origin) => void s.federationSender?.markDestinationUp(origin),
+      })],
+      keys: [serverWellKnownRoutes(s), keyQueryRoutes(s)],
       admin: [sharedSecretRegisterRoutes(s)],
       metrics: [
         (r) => r.get('/metrics', async (ctx) => {
@@ -165,13 +247,15 @@ export function buildRoutes(s: Services): ApiRoutes {
   };
 }
 
-export async function startHomeserver(config: Config, opts: { logger?: Logger } = {}): Promise<Homeserver> {
+export async function startHomeserver(config: Config, opts: { logger?: Logger } & BuildOptions = {}): Promise<Homeserver> {
   const logger = opts.logger ?? createLogger(config.logging.level);
-  const services = await buildServices(config, logger);
+  const services = await buildServices(config, logger, opts);
   const routes = buildRoutes(services);
   const inflight = { count: 0 };
   const listeners: RunningListener[] = [];
   services.ephemeral.start();
+  registerProcessors(services.jobs, services);
+  services.federationSender?.start();
 
   for (const lc of config.listeners) {
     // One port may serve several APIs; the key endpoint goes wherever federation does.
@@ -206,6 +290,9 @@ export async function startHomeserver(config: Config, opts: { logger?: Logger } 
         l.server.close(() => resolve());
         l.server.closeIdleConnections();
       })).concat([waitForIdle(inflight, 10_000).then(() => listeners.forEach((l) => l.server.closeAllConnections()))]));
+      services.federationSender?.stop();
+      await services.jobs.close();
+      await services.federationClient.close();
       await services.bus?.close();
       await services.db.destroy();
       logger.info('stopped');

@@ -6,6 +6,8 @@ import type { Accounts } from './accounts/accounts.js';
 import type { Uia } from './accounts/uia.js';
 import type { AccountData } from './accounts/account-data.js';
 import type { ServerKeys } from './federation/server-keys.js';
+import type { KeyRing } from './federation/keyring.js';
+import type { FederationClient } from './federation/client.js';
 import type { AuthMiddleware } from './http/auth.js';
 import type { RateLimiter } from './http/rate-limit.js';
 import type { Notifier, NotifierBus } from './sync/notifier.js';
@@ -24,9 +26,14 @@ import type { RoomUpgrades } from './rooms/room-upgrade.js';
 import type { SyncService } from './sync/sync-service.js';
 import type { SyncWaiter } from './sync/waiter.js';
 import type { Ephemeral } from './sync/ephemeral.js';
+import type { FederationReceiver } from './federation/receiver.js';
+import type { FederatedMembership } from './federation/membership.js';
+import type { ReceivedEvents } from './rooms/received.js';
 import type { SyncStore } from './storage/sync-store.js';
 import type { PushRulesService } from './push/push-rules-service.js';
 import type { PushNotifications } from './push/push-notifications.js';
+import type { JobQueue } from './jobs/queue.js';
+import type { FederationSender } from './federation/sender.js';
 
 export interface Services {
   config: Config;
@@ -37,6 +44,10 @@ export interface Services {
   uia: Uia;
   accountData: AccountData;
   serverKeys: ServerKeys;
+  /** Other servers' signing keys (cached; fetched directly or through notaries). */
+  keyRing: KeyRing;
+  /** Signed outgoing federation requests. */
+  federationClient: FederationClient;
   roomData: RoomData;
   persister: EventPersister;
   rooms: RoomService;
@@ -48,12 +59,19 @@ export interface Services {
   syncWaiter: SyncWaiter;
   syncService: SyncService;
   ephemeral: Ephemeral;
+  federationReceiver: FederationReceiver;
+  federatedMembership: FederatedMembership;
+  received: ReceivedEvents;
   /** Redis pub/sub between processes sharing the database (null in the embedded default). */
   bus: NotifierBus | null;
   notifier: Notifier;
   e2ee: E2ee;
   pushRules: PushRulesService;
   pushNotifications: PushNotifications;
+  /** Background jobs: BullMQ when redis.url is set, else in-process. */
+  jobs: JobQueue;
+  /** Outgoing federation (per-destination outbox); null when federation is disabled. */
+  federationSender: FederationSender | null;
   auth: AuthMiddleware;
   limiters: { login: RateLimiter; registration: RateLimiter; messages: RateLimiter; perIp: RateLimiter };
 }

@@ -45,8 +45,11 @@ export function roomRoutes(s: Services) {
 
     // POST /join/{roomIdOrAlias}
     r.post('/join/:roomIdOrAlias', auth.requireAuth(), validateBody(ReasonBody), async (ctx) => {
-      const roomId = await rooms.resolveRoomIdOrAlias(ctx.params.roomIdOrAlias);
-      await rooms.join(requesterOf(ctx).userId, roomId, { reason: (ctx.request.body as { reason?: string }).reason });
+      const { roomId, servers } = await rooms.resolveWithServers(ctx.params.roomIdOrAlias);
+      // `via` (v1.12) and the deprecated `server_name` name servers to join through.
+      const list = (k: string) => { const v = ctx.query[k]; return Array.isArray(v) ? v : typeof v === 'string' ? [v] : []; };
+      const via = [...list('via'), ...list('server_name'), ...servers];
+      await rooms.join(requesterOf(ctx).userId, roomId, { reason: (ctx.request.body as { reason?: string }).reason, servers: via });
       ctx.body = { room_id: roomId };
     });
 

@@ -92,6 +92,7 @@ export class DehydratedDevices {
     await this.users.deleteDevices(userId, [deviceId], trx);
     await this.store.deleteDeviceKeys(userId, [deviceId], trx);
     await this.store.deleteSignaturesOn(userId, [deviceId], trx);
+    await this.store.deleteSignaturesBy(userId, [`ed25519:${deviceId}`], trx);
     await this.store.deleteInboxOfDevices(userId, [deviceId], trx);
     await this.store.deleteDehydratedDevice(userId, deviceId, trx);
   }

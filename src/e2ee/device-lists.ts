@@ -6,6 +6,7 @@ import type { E2eeStore } from '../storage/e2ee-store.js';
 import type { StreamsStore } from '../storage/streams-store.js';
 import type { Notifier } from '../sync/notifier.js';
 import { MatrixError } from '../http/errors.js';
+import { parseSyncToken } from '../sync/token.js';
 
 export interface DeviceListHooks {
   /**
@@ -13,8 +14,6 @@ export interface DeviceListHooks {
    * this to the user's joined rooms once it exists; until then only the user is woken.
    */
   audience?(userId: string): Promise<{ userIds?: string[]; roomIds?: string[] }>;
-  /** Reads the device-list position out of a sync token (set by the sync module). */
-  positionOfToken?(token: string): number | undefined;
   /** Called after a change committed, e.g. to queue m.device_list_update EDUs for federation. */
   changed?(userId: string, deviceIds: string[], position: number): Promise<void>;
 }
@@ -70,11 +69,10 @@ export class DeviceLists {
     return (await this.streams.currentPositions())['device_lists'] ?? 0;
   }
 
-  /** Parses a /keys/changes token: a sync token once the sync module provides one, a plain position until then. */
+  /** Parses a /keys/changes token: a /sync `next_batch`, or a bare device-list position. */
   positionOf(token: string, name: string): number {
-    const fromHook = this.hooks.positionOfToken?.(token);
-    if (fromHook !== undefined) return fromHook;
     if (/^\d{1,15}$/.test(token)) return Number(token);
+    if (token.startsWith('s')) return parseSyncToken(token).device_lists;
     throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid '${name}' token`);
   }
 }

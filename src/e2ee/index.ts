@@ -61,6 +61,7 @@ export class E2ee {
       if (removed) {
         await this.store.deleteDeviceKeys(userId, deviceIds, trx);
         await this.store.deleteSignaturesOn(userId, deviceIds, trx);
+        await this.store.deleteSignaturesBy(userId, deviceIds.map((d) => `ed25519:${d}`), trx);
         await this.store.deleteInboxOfDevices(userId, deviceIds, trx);
         for (const d of deviceIds) await this.store.deleteDehydratedDevice(userId, d, trx);
       }
@@ -78,7 +79,7 @@ export class E2ee {
       return this.deviceLists.record(trx, userId, []);
     });
     await this.deviceLists.notify(userId, [], position);
-    await this.dehydrated.delete(userId).catch(() => undefined); // none is fine
+    if (await this.store.dehydratedDevice(userId)) await this.dehydrated.delete(userId);
   }
 
   // The functions the /sync module calls.

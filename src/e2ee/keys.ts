@@ -71,11 +71,11 @@ export class Keys {
 
   /** POST /keys/upload for the requester's device; returns its one-time key counts. */
   async upload(userId: string, deviceId: string, body: KeysUpload): Promise<Record<string, number>> {
-    const changed = await this.db.transaction(async (trx) => {
-      const c = await this.uploadInTransaction(trx, userId, deviceId, body);
-      return c ? this.deviceLists.record(trx, userId, [deviceId]) : null;
+    const position = await this.db.transaction(async (trx) => {
+      const keysChanged = await this.uploadInTransaction(trx, userId, deviceId, body);
+      return keysChanged ? this.deviceLists.record(trx, userId, [deviceId]) : null;
     });
-    if (changed !== null) await this.deviceLists.notify(userId, [deviceId], changed);
+    if (position !== null) await this.deviceLists.notify(userId, [deviceId], position);
     return this.oneTimeKeyCounts(userId, deviceId);
   }
 
@@ -212,11 +212,10 @@ export class Keys {
     const [devices, csKeys, sigs] = await Promise.all([
       this.store.deviceKeysOfUsers(userIds),
       this.store.crossSigningKeys(userIds),
-      this.store.signaturesOnUsers(userIds),
+      this.store.visibleSignaturesOn(userIds, requesterUserId),
     ]);
     const visibleSigs = new Map<string, { signer: string; keyId: string; signature: string }[]>();
     for (const s of sigs) {
-      if (s.signer_user_id !== s.target_user_id && s.signer_user_id !== requesterUserId) continue;
       const k = `${s.target_user_id}|${s.target_key_id}`;
       if (!visibleSigs.has(k)) visibleSigs.set(k, []);
       visibleSigs.get(k)!.push({ signer: s.signer_user_id, keyId: s.signer_key_id, signature: s.signature });
@@ -350,7 +349,7 @@ export class Keys {
         const old = existing.get(type);
         if (old && old.public_key !== pub) {
           // Signatures by or on a replaced key no longer mean anything.
-          await this.store.deleteSignaturesBy(userId, `ed25519:${old.public_key}`, trx);
+          await this.store.deleteSignaturesBy(userId, [`ed25519:${old.public_key}`], trx);
           await this.store.deleteSignaturesOn(userId, [old.public_key], trx);
         }
         const row: CrossSigningKeyRow = { user_id: userId, key_type: type, public_key: pub, key_json: JSON.stringify(key), ts_added_ms: now };

@@ -35,12 +35,12 @@ import {
 } from './rules.js';
 
 export interface PushRulesOptions extends DefaultRulesetOptions {
-  /** Users whose rulesets stay cached (merged + compiled). */
+  /** Users whose rulesets stay cached (stored rules + compiled ruleset: ~2 KB a user). */
   cacheSize?: number;
 }
 
 interface CachedRuleset {
-  merged: PushRulesContent;
+  stored: StoredRules;
   compiled: CompiledRuleset;
 }
 
@@ -59,8 +59,11 @@ function parseJsonObject<T>(text: string | undefined): T {
   }
 }
 
+const NOTHING_STORED: StoredRules = Object.freeze({ rules: Object.freeze({}), overrides: Object.freeze({}) }) as StoredRules;
+
 function parseRow(row: PushRulesRow | undefined): StoredRules {
-  return { rules: parseJsonObject<UserRules>(row?.rules), overrides: parseJsonObject<DefaultRuleOverrides>(row?.overrides) };
+  if (!row) return NOTHING_STORED;
+  return { rules: parseJsonObject<UserRules>(row.rules), overrides: parseJsonObject<DefaultRuleOverrides>(row.overrides) };
 }
 
 export function pushRuleError(e: PushRuleError): MatrixError {
@@ -99,9 +102,13 @@ export class PushRulesService {
   // ------------------------------------------------------------------------------------------
   // Reads (for /sync, GET /pushrules and evaluation).
 
-  /** The user's full ruleset as GET /pushrules/ shows it. Shared and cached: do not mutate. */
+  /**
+   * The user's full ruleset as GET /pushrules/ shows it (also the content of the m.push_rules account
+   * data event). A fresh object each call.
+   */
   async rulesetFor(userId: string, q: Knex = this.db): Promise<PushRulesContent> {
-    return (await this.cachedFor([userId], q)).get(userId)!.merged;
+    const { stored } = (await this.cachedFor([userId], q)).get(userId)!;
+    return mergeRuleset(userId, stored.rules, stored.overrides, this.options);
   }
 
   /** Whether the user's push rules changed in (sincePos, upTo] (positions of the push_rules stream). */
@@ -138,8 +145,7 @@ export class PushRulesService {
   }
 
   private build(userId: string, stored: StoredRules): CachedRuleset {
-    const merged = mergeRuleset(userId, stored.rules, stored.overrides, this.options);
-    return { merged, compiled: compileRuleset(merged) };
+    return { stored, compiled: compileRuleset(mergeRuleset(userId, stored.rules, stored.overrides, this.options)) };
   }
 
   /** Drops cached rulesets changed by any process since the cache was last synchronised. */
@@ -237,7 +243,8 @@ export class PushRulesService {
   private async mutate(userId: string, change: (s: StoredRules) => void): Promise<number> {
     const position = await this.db.transaction(async (trx) => {
       await this.store.lockUserRules(userId, trx);
-      const s = parseRow(await this.store.userRules(userId, trx));
+      const row = await this.store.userRules(userId, trx);
+      const s: StoredRules = { rules: parseJsonObject<UserRules>(row?.rules), overrides: parseJsonObject<DefaultRuleOverrides>(row?.overrides) };
       change(s);
       const pos = await this.streams.nextPosition(trx, 'push_rules');
       await this.store.writeUserRules(userId, s.rules, s.overrides, pos, trx);

@@ -3,7 +3,7 @@
 import type { Knex } from 'knex';
 import type { SigningKey } from '../crypto/signing.js';
 import { MatrixError } from '../http/errors.js';
-import type { EventsStore } from '../storage/events-store.js';
+import type { EventsStore, MemberRow } from '../storage/events-store.js';
 import type { StreamsStore } from '../storage/streams-store.js';
 import type { Notifier } from '../sync/notifier.js';
 import { AuthError, authEventTypesFor, checkAuth, isRedactionApplicable } from './auth-rules.js';
@@ -20,6 +20,11 @@ export interface NewEvent {
   redacts?: string;
   txn?: { deviceId: string; txnId: string };
   originServerTs?: number;
+  /**
+   * Called with the signed event before it is stored, outside any database transaction (e.g. an
+   * invite the invitee's server must countersign); returns the event to store.
+   */
+  transform?: (pdu: PDU, room: RoomInfo) => Promise<PDU>;
 }
 
 export interface PersistHooks {
@@ -46,6 +51,20 @@ export class EventPersister {
     private readonly signingKey: () => SigningKey,
   ) {}
 
+  /**
+   * Records a membership of a room this server is not in (an invite received, or its rejection):
+   * the row gets a fresh events-stream position so /sync reports it.
+   */
+  async recordMembership(room: RoomInfo, row: MemberRow): Promise<number> {
+    const position = await this.db.transaction(async (trx) => {
+      const pos = await this.streams.nextPosition(trx, 'events');
+      await this.store.upsertMember({ ...row, stream_ordering: pos }, trx);
+      return pos;
+    });
+    this.notifier.notify({ stream: 'events', position, roomIds: [room.roomId], userIds: [row.user_id] });
+    return position;
+  }
+
   /** Runs `task` while holding the room's in-process lock. */
   withRoomLock<T>(roomId: string, task: () => Promise<T>): Promise<T> {
     return this.mutex.run(roomId, task);
@@ -59,7 +78,22 @@ export class EventPersister {
     return this.mutex.run(room.roomId, async () => {
       let stored!: StoredEvent;
       let fresh = true;
+      let prebuilt: { pdu: PDU; stateBefore: StateMap; group: number | null; prev: { event_id: string; event_nid: number; depth: number }[] } | undefined;
+      if (ev.transform) {
+        // Built under the in-process room lock but outside a transaction: the transform may wait
+        // on another server.
+        const head = await this.store.roomHead(room.nid);
+        const stateBefore = await this.data.stateOfGroup(head.stateGroup);
+        const prev = head.extremities.sort((a, b) => b.depth - a.depth).slice(0, MAX_PREV_EVENTS);
+        const built = await this.build(room, ev, stateBefore, prev.map((p) => p.event_id), (prev[0]?.depth ?? 0) + 1, this.db);
+        prebuilt = { pdu: await ev.transform(built, room), stateBefore, group: head.stateGroup, prev };
+      }
       await this.db.transaction(async (trx) => {
+        if (prebuilt) {
+          await this.store.lockRoom(room.roomId, trx);
+          stored = await this.persistBuilt(trx, room, prebuilt.pdu, prebuilt.stateBefore, prebuilt.group, prebuilt.prev);
+          return;
+        }
         await this.store.lockRoom(room.roomId, trx);
         if (ev.txn) {
           // Checked under the lock, so a concurrent request with the same txn id cannot also win.

@@ -95,7 +95,8 @@ export class RoomData {
     const out: StoredEvent[] = [];
     for (const row of rows) {
       const cached = this.events.get(row.event_id);
-      if (cached && cached.stream === (row.stream_ordering === null ? null : num(row.stream_ordering)) && cached.redactedBy === row.redacted_by) {
+      if (cached && cached.stream === (row.stream_ordering === null ? null : num(row.stream_ordering)) && cached.redactedBy === row.redacted_by
+        && cached.stateGroup === row.state_group && cached.outlier === bool(row.outlier)) {
         out.push(cached);
         continue;
       }

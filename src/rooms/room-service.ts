@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { MatrixError, forbidden, notFound } from '../http/errors.js';
 import type { EventsStore } from '../storage/events-store.js';
 import type { UsersStore } from '../storage/users-store.js';
-import { stateKey, type StateMap } from './event.js';
+import { stateKey, type PDU, type StateMap } from './event.js';
 import { getRoomVersion, type RoomVersion } from './versions.js';
 import { powerLevelOf, requiredPowerLevelFor, namedPowerLevel, creatorsOf } from './auth-rules.js';
 import type { EventPersister, NewEvent } from './persist.js';
@@ -22,6 +22,17 @@ export interface CreateRoomRequest {
   preset?: 'private_chat' | 'public_chat' | 'trusted_private_chat';
   is_direct?: boolean;
   power_level_content_override?: Record<string, unknown>;
+}
+
+/** What the room service needs from federation (absent: rooms are local only). */
+export interface RoomFederation {
+  joinRemote(userId: string, roomId: string, servers: readonly string[], content: Record<string, unknown>): Promise<StoredEvent>;
+  /** The invitee's server countersigns an invite before it is stored (spec: "Inviting to a room"). */
+  signInvite(room: RoomInfo, invite: PDU, strippedState: unknown[]): Promise<PDU>;
+  /** Rejects an invite / rescinds a knock for a room this server is not in. */
+  leaveRemote(userId: string, room: RoomInfo, server: string): Promise<void>;
+  /** Resolves a room alias of another server. */
+  queryAlias(alias: string): Promise<{ room_id: string; servers: string[] }>;
 }
 
 export interface RoomServiceHooks {
@@ -44,6 +55,15 @@ export class RoomService {
     private readonly serverName: string,
     private readonly defaultVersion: string,
   ) {}
+
+  federation: RoomFederation | null = null;
+
+  /** Whether this server takes part in the room (has a joined member), so it can build events. */
+  private async participating(room: RoomInfo): Promise<boolean> {
+    if (room.isLocal) return true;
+    const joined = await this.store.members(room.nid, ['join']);
+    return joined.some((m) => this.isLocalUser(m.user_id));
+  }
 
   isLocalUser(userId: string): boolean {
     return userId.endsWith(`:${this.serverName}`);
@@ -149,7 +169,8 @@ export class RoomService {
       await send({ type: 'm.room.topic', stateKey: '', content: { topic: req.topic, 'm.topic': [{ body: req.topic, mimetype: 'text/plain' }] } });
     }
     for (const invitee of invites) {
-      await send({ type: 'm.room.member', stateKey: invitee, content: { membership: 'invite', ...(req.is_direct ? { is_direct: true } : {}), ...(await this.profileContent(invitee)) } });
+      // Through setMembership, so users of other servers get their server's countersigned invite.
+      await this.setMembership(userId, room.roomId, invitee, 'invite', { isDirect: req.is_direct });
     }
     if (alias) await this.store.insertAlias(alias, room.roomId, userId);
     if (req.visibility === 'public') await this.store.setRoomPublic(room.nid, true);
@@ -169,21 +190,44 @@ export class RoomService {
   // Membership
 
   async resolveRoomIdOrAlias(idOrAlias: string): Promise<string> {
-    if (idOrAlias.startsWith('!')) return idOrAlias;
+    return (await this.resolveWithServers(idOrAlias)).roomId;
+  }
+
+  /** A room id (and servers to join through) for a room id or alias, asking the alias's server when remote. */
+  async resolveWithServers(idOrAlias: string): Promise<{ roomId: string; servers: string[] }> {
+    if (idOrAlias.startsWith('!')) return { roomId: idOrAlias, servers: [] };
     if (idOrAlias.startsWith('#')) {
       const id = await this.store.roomIdByAlias(idOrAlias);
-      if (!id) throw notFound(`Room alias ${idOrAlias} not found`);
-      return id;
+      if (id) return { roomId: id, servers: [] };
+      const server = idOrAlias.slice(idOrAlias.indexOf(':') + 1);
+      if (this.federation && idOrAlias.includes(':') && server !== this.serverName) {
+        const res = await this.federation.queryAlias(idOrAlias);
+        return { roomId: res.room_id, servers: res.servers };
+      }
+      throw notFound(`Room alias ${idOrAlias} not found`);
     }
     throw new MatrixError(400, 'M_INVALID_PARAM', `${idOrAlias} is not a room id or alias`);
   }
 
-  async join(userId: string, roomId: string, opts: { reason?: string } = {}): Promise<StoredEvent> {
+  async join(userId: string, roomId: string, opts: { reason?: string; servers?: readonly string[] } = {}): Promise<StoredEvent> {
     const room = await this.data.room(roomId);
-    if (!room) throw notFound('No known servers to join this room through');
-    const state = await this.data.currentState(room);
     const content: Record<string, unknown> = { membership: 'join', ...(await this.profileContent(userId)) };
     if (opts.reason) content.reason = opts.reason;
+    if (!room || !(await this.participating(room))) {
+      // Not in the room: join through a resident server (given, the room id's, or the inviter's).
+      if (!this.federation) throw notFound('No known servers to join this room through');
+      const servers = [...(opts.servers ?? [])];
+      if (room) {
+        const m = await this.store.membership(room.nid, userId);
+        const inv = m ? (await this.data.fromRows(await this.store.eventsByNids([m.event_nid])))[0] : undefined;
+        const inviter = inv?.pdu.sender.split(':').slice(1).join(':');
+        if (inviter) servers.push(inviter);
+      }
+      const own = roomId.includes(':') ? roomId.slice(roomId.indexOf(':') + 1) : undefined;
+      if (own) servers.push(own);
+      return this.federation.joinRemote(userId, roomId, servers, content);
+    }
+    const state = await this.data.currentState(room);
     const current = await this.membershipIn(state, userId);
     if (current === 'join') {
       // Already joined: nothing changes unless the profile did (avoids a redundant event).
@@ -233,6 +277,7 @@ export class RoomService {
 
   async setMembership(sender: string, roomId: string, target: string, membership: 'invite' | 'leave' | 'ban' | 'knock', opts: { reason?: string; isDirect?: boolean; txn?: NewEvent['txn'] } = {}): Promise<StoredEvent> {
     const room = await this.requireRoom(roomId);
+    if (!(await this.participating(room))) return this.leaveUnjoinedRoom(sender, room, target, membership);
     const state = await this.data.currentState(room);
     const current = await this.membershipIn(state, target);
     if (membership === 'invite') {
@@ -246,7 +291,34 @@ export class RoomService {
     if (opts.reason) content.reason = opts.reason;
     if (opts.isDirect) content.is_direct = true;
     if (membership === 'invite' || (membership === 'knock')) Object.assign(content, await this.profileContent(target));
-    return this.persister.send(room, { sender, type: 'm.room.member', stateKey: target, content, txn: opts.txn });
+    const remoteInvitee = membership === 'invite' && !this.isLocalUser(target);
+    if (remoteInvitee && !this.federation) throw forbidden('Federation is disabled');
+    const transform = remoteInvitee
+      ? async (pdu: PDU) => this.federation!.signInvite(room, pdu, await this.strippedInviteState(room, sender))
+      : undefined;
+    return this.persister.send(room, { sender, type: 'm.room.member', stateKey: target, content, txn: opts.txn, transform });
+  }
+
+  /** Stripped state for an invitee's server (spec: "Stripped state"). */
+  private async strippedInviteState(room: RoomInfo, sender: string): Promise<unknown[]> {
+    const state = await this.data.currentState(room);
+    const keys = ['m.room.create', 'm.room.join_rules', 'm.room.name', 'm.room.avatar', 'm.room.canonical_alias', 'm.room.encryption', 'm.room.topic'].map((t) => stateKey(t, ''));
+    keys.push(stateKey('m.room.member', sender));
+    return [...(await this.data.stateEvents(state, keys)).values()].map((e) => ({ type: e.pdu.type, state_key: e.pdu.state_key ?? '', content: e.pdu.content, sender: e.pdu.sender }));
+  }
+
+  /** Leaving a room this server is not joined to: rejecting an invite or rescinding a knock. */
+  private async leaveUnjoinedRoom(sender: string, room: RoomInfo, target: string, membership: string): Promise<StoredEvent> {
+    if (membership !== 'leave' || sender !== target) throw forbidden('This server is not in the room');
+    const m = await this.store.membership(room.nid, target);
+    if (!m || (m.membership !== 'invite' && m.membership !== 'knock')) throw forbidden('You are not in this room');
+    const ev = (await this.data.fromRows(await this.store.eventsByNids([m.event_nid])))[0];
+    const server = ev?.pdu.sender.slice(ev.pdu.sender.indexOf(':') + 1);
+    if (this.federation && server && server !== this.serverName) {
+      await this.federation.leaveRemote(target, room, server).catch(() => undefined); // best effort: the invite is gone for us anyway
+    }
+    await this.persister.recordMembership(room, { ...m, membership: 'leave' });
+    return ev;
   }
 
   async unban(sender: string, roomId: string, target: string, reason?: string): Promise<StoredEvent> {

@@ -167,14 +167,24 @@ export class E2eeStore {
     }
   }
 
-  async signaturesOnUsers(targetUserIds: string[], q: Knex = this.db): Promise<SignatureRow[]> {
+  /**
+   * Signatures on these users' keys that `viewer` may see (spec: "Key and signature security"): those
+   * the key's owner made, and the viewer's own (a user-signing signature); null sees only the former.
+   */
+  async visibleSignaturesOn(targetUserIds: string[], viewer: string | null, q: Knex = this.db): Promise<SignatureRow[]> {
     if (!targetUserIds.length) return [];
-    return q<SignatureRow>('e2e_cross_signing_signatures').whereIn('target_user_id', targetUserIds);
+    return q<SignatureRow>('e2e_cross_signing_signatures')
+      .whereIn('target_user_id', targetUserIds)
+      .andWhere((w) => {
+        w.whereRaw('signer_user_id = target_user_id');
+        if (viewer) w.orWhere('signer_user_id', viewer);
+      });
   }
 
   /** Removes signatures made with a key (it was replaced) or on keys (they were replaced or removed). */
-  async deleteSignaturesBy(signerUserId: string, signerKeyId: string, q: Knex = this.db): Promise<void> {
-    await q('e2e_cross_signing_signatures').where({ signer_user_id: signerUserId, signer_key_id: signerKeyId }).delete();
+  async deleteSignaturesBy(signerUserId: string, signerKeyIds: string[], q: Knex = this.db): Promise<void> {
+    if (!signerKeyIds.length) return;
+    await q('e2e_cross_signing_signatures').where({ signer_user_id: signerUserId }).whereIn('signer_key_id', signerKeyIds).delete();
   }
 
   async deleteSignaturesOn(targetUserId: string, targetKeyIds: string[], q: Knex = this.db): Promise<void> {

@@ -121,6 +121,11 @@ export class EventsStore {
     return firstId(await q('events').insert(row).returning('event_nid'), 'event_nid');
   }
 
+  /** Inserts an event unless one with its id exists (outliers may arrive twice concurrently). */
+  async insertEventIfNew(row: NewEventRow, q: Knex): Promise<void> {
+    await q('events').insert(row).onConflict('event_id').ignore();
+  }
+
   async setStreamOrdering(eventNid: number, position: number, q: Knex): Promise<void> {
     await q('events').where({ event_nid: eventNid }).update({ stream_ordering: position });
   }

@@ -93,6 +93,12 @@ export class SyncStore {
     return q('typing').whereIn('room_nid', roomNids as number[]).andWhere('expires_ts', '>', now).select('room_nid', 'user_id');
   }
 
+  /** Stripped state sent along with an invite to a room this server is not in. */
+  async remoteInviteState(roomNid: number, userId: string, q: Knex = this.db): Promise<unknown[] | undefined> {
+    const r = await q('remote_invites').where({ room_nid: roomNid, user_id: userId }).first('invite_state');
+    return r ? JSON.parse(r.invite_state) : undefined;
+  }
+
   // Presence
 
   async presence(userId: string, q: Knex = this.db): Promise<PresenceRow | undefined> {

@@ -6,7 +6,6 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { NotifierBus, StreamChange } from './notifier.js';
 
-const CHANNEL = 'lattice:stream-changes';
 
 export class RedisBus implements NotifierBus {
   private readonly pub: Redis;
@@ -14,7 +13,7 @@ export class RedisBus implements NotifierBus {
   private readonly origin = randomBytes(8).toString('hex');
   private handler: ((c: StreamChange) => void) | null = null;
 
-  private constructor(url: string, private readonly logger: Logger) {
+  private constructor(url: string, private readonly channel: string, private readonly logger: Logger) {
     this.pub = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: null });
     this.sub = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: null });
     this.sub.on('message', (_channel: string, message: string) => {
@@ -28,16 +27,20 @@ export class RedisBus implements NotifierBus {
     for (const c of [this.pub, this.sub]) c.on('error', (err: Error) => this.logger.warn({ err: err.message }, 'redis error'));
   }
 
-  static async connect(url: string, logger: Logger): Promise<RedisBus> {
-    const bus = new RedisBus(url, logger);
+  /**
+   * `namespace` separates deployments sharing one Redis (the same one as the job queues'): only
+   * processes of the same homeserver and database exchange positions.
+   */
+  static async connect(url: string, namespace: string, logger: Logger): Promise<RedisBus> {
+    const bus = new RedisBus(url, `${namespace}:stream-changes`, logger);
     await bus.pub.connect();
     await bus.sub.connect();
-    await bus.sub.subscribe(CHANNEL);
+    await bus.sub.subscribe(bus.channel);
     return bus;
   }
 
   publish(change: StreamChange): void {
-    this.pub.publish(CHANNEL, JSON.stringify({ origin: this.origin, change })).catch((err: Error) => {
+    this.pub.publish(this.channel, JSON.stringify({ origin: this.origin, change })).catch((err: Error) => {
       this.logger.warn({ err: err.message }, 'could not publish a stream change');
     });
   }

@@ -11,7 +11,7 @@ import { parseStateKey, stateKey, type StateMap } from '../rooms/event.js';
 import { strippedState, type ClientEvent } from '../rooms/client-event.js';
 import { topoToken } from '../rooms/tokens.js';
 import { applyEventFields, passesFilter, roomAllowed, type Filter, type RoomEventFilter } from './filters.js';
-import { formatSyncToken, parseSyncToken, SYNC_STREAMS, type SyncToken } from './token.js';
+import { formatSyncToken, parseSyncToken, SYNC_STREAMS, tokenEquals, type SyncToken } from './token.js';
 import type { SyncWaiter } from './waiter.js';
 
 export interface ReadUpTo { unthreaded?: number; main?: number; threads: Record<string, number> }
@@ -90,16 +90,23 @@ export class SyncService {
     if (since && !req.fullState && req.timeoutMs > 0) {
       const rooms = await this.roomsForWake(req.userId);
       // Only park when nothing is pending for this user; the build below decides, so try once first.
-      let res = await this.build(req, since, { ...this.waiter.current });
-      if (res) return res;
       const deadline = Date.now() + req.timeoutMs;
+      let snapshot = { ...this.waiter.current };
+      let res = await this.build(req, since, snapshot);
+      if (res) return res;
       while (Date.now() < deadline && !req.signal?.aborted) {
-        const woken = await this.waiter.wait(req.userId, rooms, deadline - Date.now(), req.signal);
-        if (!woken) break;
-        res = await this.build(req, since, { ...this.waiter.current });
+        // Anything committed while we were building moved `current`: look again before parking
+        // (no await between this check and parking, so no wake-up can slip through).
+        if (tokenEquals(snapshot, this.waiter.current)) {
+          const woken = await this.waiter.wait(req.userId, rooms, deadline - Date.now(), req.signal);
+          if (!woken) break;
+        }
+        snapshot = { ...this.waiter.current };
+        res = await this.build(req, since, snapshot);
         if (res) return res;
       }
-      return this.emptyResponse(since, { ...this.waiter.current });
+      // Up to what was examined, not `current`: a later change must not be skipped.
+      return this.emptyResponse(since, snapshot);
     }
     return (await this.build(req, since, { ...this.waiter.current }, true))!;
   }
@@ -205,8 +212,14 @@ export class SyncService {
         if (!ev) continue;
         const stateKeys = ['m.room.create', 'm.room.join_rules', 'm.room.name', 'm.room.avatar', 'm.room.canonical_alias', 'm.room.encryption', 'm.room.topic'].map((t) => stateKey(t, ''));
         stateKeys.push(stateKey('m.room.member', ev.pdu.sender));
-        const state = await this.data.stateOfGroup(ev.stateGroup);
-        const stripped = [...(await this.data.stateEvents(state, stateKeys)).values()].filter((e) => e.eventId !== ev.eventId).map(strippedState);
+        let stripped: unknown[];
+        if (ev.outlier) {
+          // An invite to a room this server is not in: the inviting server sent the stripped state.
+          stripped = ((await this.syncStore.remoteInviteState(m.room.nid, req.userId)) ?? []).filter((e) => (e as { type?: string }).type !== 'm.room.member' || (e as { state_key?: string }).state_key !== req.userId);
+        } else {
+          const state = await this.data.stateOfGroup(ev.stateGroup);
+          stripped = [...(await this.data.stateEvents(state, stateKeys)).values()].filter((e) => e.eventId !== ev.eventId).map(strippedState);
+        }
         stripped.push(strippedState(ev));
         if (m.membership === 'invite') invite[m.room.roomId] = { invite_state: { events: stripped } };
         else knock[m.room.roomId] = { knock_state: { events: stripped } };

@@ -62,7 +62,7 @@ test('backup versions: create, read, update, delete; errors for unknown versions
   assert.equal((await call(alice, 'GET', `/room_keys/version/${v2}`)).status, 404);
   assert.equal((await call(alice, 'GET', '/room_keys/version')).body.version, v1);
   const v3 = (await call(alice, 'POST', '/room_keys/version', { algorithm: ALG, auth_data: { public_key: 'pk3' } })).body.version;
-  assert.ok(Number(v3) > Number(v2));
+  assert.ok(Number(v3) > Number(v2), 'version ids are not reused');
 });
 
 test('backup keys: the better key wins, etag moves only when keys change, count follows', async () => {

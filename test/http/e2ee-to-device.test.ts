@@ -74,7 +74,7 @@ test('to-device: paging with a limit and deleting what was delivered', async () 
   const page1 = await e2ee.toDeviceMessages(bob.user_id, bob.device_id, start, upTo, 2);
   assert.deepEqual(page1.events.map((e) => e.content.i), [0, 1]);
   assert.equal(page1.limited, true);
-  assert.ok(page1.position < upTo);
+  assert.ok(page1.position < upTo, 'a limited page stops before upTo');
   const page2 = await e2ee.toDeviceMessages(bob.user_id, bob.device_id, page1.position, upTo, 100);
   assert.deepEqual(page2.events.map((e) => e.content.i), [2, 3, 4]);
   assert.equal(page2.limited, false);

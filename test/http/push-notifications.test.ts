@@ -117,12 +117,13 @@ test('mentions highlight; edits, notices, reactions and own messages do not noti
   assert.equal(bad.status, 400);
 
   // `read` from the installed read-position lookup.
+  const installed = pushNotifications.readUpToLookup;
   pushNotifications.readUpToLookup = async (_userId, nids) => new Map(nids.map((n) => [n, { unthreaded: sMention }]));
   try {
     const withReads = await notifications(bob);
     assert.deepEqual(withReads.notifications.map((n: any) => n.read), [false, true, true]);
   } finally {
-    pushNotifications.readUpToLookup = null;
+    pushNotifications.readUpToLookup = installed;
   }
 });
 
@@ -205,4 +206,52 @@ test('batch unread counts for many rooms', async () => {
   const res = await srv.hs.services.pushNotifications.unreadCountsForRooms(bob.user_id, req);
   assert.deepEqual(nids.map((n) => res.get(n)!.main), [counts(1, 1), counts(2, 1), counts(3, 1), counts(0, 0)]);
   assert.deepEqual(res.get(999_999)!.total, counts(0, 0));
+});
+
+test('over /sync: unread counts follow read receipts; m.push_rules account data', async () => {
+  const [alice, bob] = [await registerUser(srv.url), await registerUser(srv.url)];
+  const roomId = await createRoom(alice, [bob]);
+  const m1 = await send(alice, roomId, text('one'));
+  const mention = await send(alice, roomId, text('bob!', { 'm.mentions': { user_ids: [bob.user_id] } }));
+  const sync = async (since?: string) => {
+    const r = await api(srv.url, 'GET', c(`/sync?timeout=0${since ? `&since=${enc(since)}` : ''}`), { token: bob.access_token });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    return r.body;
+  };
+  const first = await sync();
+  assert.deepEqual(first.rooms.join[roomId].unread_notifications, counts(2, 1));
+  const pushRules = first.account_data.events.find((e: any) => e.type === 'm.push_rules');
+  assert.equal(pushRules?.content.global.override[0].rule_id, '.m.rule.master');
+
+  const receipt = await api(srv.url, 'POST', c(`/rooms/${enc(roomId)}/receipt/m.read/${enc(m1)}`), { token: bob.access_token, body: {} });
+  assert.equal(receipt.status, 200, JSON.stringify(receipt.body));
+  assert.deepEqual((await notifications(bob)).notifications.map((n: any) => [n.event.event_id, n.read]), [[mention, false], [m1, true]]);
+  const second = await sync(first.next_batch);
+  assert.deepEqual(second.rooms.join[roomId].unread_notifications, counts(1, 1));
+  assert.equal(second.account_data?.events?.find((e: any) => e.type === 'm.push_rules'), undefined, 'unchanged rules are not resent');
+
+  await api(srv.url, 'PUT', c('/pushrules/global/content/kw'), { token: bob.access_token, body: { pattern: 'kw', actions: ['notify'] } });
+  const third = await sync(second.next_batch);
+  const changed = third.account_data.events.find((e: any) => e.type === 'm.push_rules');
+  assert.deepEqual(changed.content.global.content.map((r: any) => r.rule_id), ['kw']);
+});
+
+test('compiled rules shared between users stay correct where users\' rules differ', async () => {
+  const { mergeRuleset } = await import('../../src/push/rules.js');
+  const { compileRuleset, evaluatePushRules } = await import('../../src/push/evaluator.js');
+  const ctx = (userId: string) => ({ userId, roomMemberCount: 5, senderPowerLevel: 0 });
+  const x = mergeRuleset('@x:localhost');
+  const y = mergeRuleset('@y:localhost', {}, { underride: { '.m.rule.message': { actions: ['notify', { set_tweak: 'sound', value: 'y' }] } } });
+  const cx = compileRuleset(x);
+  const cy = compileRuleset(y);
+  const mention = { type: 'm.room.message', sender: '@s:localhost', room_id: '!r:localhost', content: { body: 'hi', 'm.mentions': { user_ids: ['@y:localhost'] } } };
+  assert.equal(evaluatePushRules(cy, mention, ctx('@y:localhost')).highlight, true);
+  assert.equal(evaluatePushRules(cx, mention, ctx('@x:localhost')).highlight, false);
+  const plain = { ...mention, content: { body: 'hi' } };
+  assert.deepEqual(evaluatePushRules(cx, plain, ctx('@x:localhost')).actions, ['notify']);
+  assert.deepEqual(evaluatePushRules(cy, plain, ctx('@y:localhost')).actions, ['notify', { set_tweak: 'sound', value: 'y' }]);
+  // Mutating a ruleset after compiling it (not allowed, but) must not leak into other users' rules.
+  x.global.underride.find((r) => r.rule_id === '.m.rule.message')!.actions = ['notify', { set_tweak: 'highlight' }];
+  const z = compileRuleset(mergeRuleset('@z:localhost'));
+  assert.deepEqual(evaluatePushRules(z, plain, ctx('@z:localhost')).actions, ['notify']);
 });

@@ -1,0 +1,303 @@
+// Receiving PDUs and EDUs from other servers: PUT /send/{txnId} and the events fetched while
+// joining or filling gaps. Every PDU passes, in order: format, signatures, content hash, auth
+// against its auth events, auth against the state before it, soft-fail against the current state.
+import type { Knex } from 'knex';
+import type { Logger } from 'pino';
+import type { EventsStore } from '../storage/events-store.js';
+import { AuthError, checkAuth, authStateFromEvents } from '../rooms/auth-rules.js';
+import { authEventIds, domainOf, eventStateKey, isPlainObject, stateKey, type PDU, type StateMap } from '../rooms/event.js';
+import { eventIdOf } from '../rooms/hashing.js';
+import type { RoomData, RoomInfo } from '../rooms/room-data.js';
+import { prevIdsOf, type ReceivedEvents } from '../rooms/received.js';
+import type { FederationRequester, KeyLookup } from './interfaces.js';
+import { checkReceivedPdu, PduRejected } from './pdu-checks.js';
+import { serverAllowedByAcl } from './acl.js';
+
+export type EduHandler = (origin: string, content: Record<string, unknown>) => Promise<void>;
+
+const MAX_PDUS = 50;
+const MAX_EDUS = 100;
+
+export class FederationReceiver {
+  readonly eduHandlers = new Map<string, EduHandler>();
+  private readonly inflightTxns = new Map<string, Promise<unknown>>();
+
+  constructor(
+    private readonly db: Knex,
+    private readonly data: RoomData,
+    private readonly store: EventsStore,
+    private readonly received: ReceivedEvents,
+    private readonly keys: KeyLookup,
+    private readonly client: FederationRequester,
+    private readonly serverName: string,
+    private readonly logger: Logger,
+  ) {}
+
+  /** PUT /_matrix/federation/v1/send/{txnId}: idempotent per (origin, txnId). */
+  async onTransaction(origin: string, txnId: string, body: { pdus?: unknown[]; edus?: unknown[] }): Promise<{ pdus: Record<string, { error?: string }> }> {
+    const key = `${origin}\u0000${txnId}`;
+    const stored = await this.db('federation_txns').where({ origin, txn_id: txnId }).first('response');
+    if (stored) return JSON.parse(stored.response);
+    const running = this.inflightTxns.get(key);
+    if (running) return running as Promise<{ pdus: Record<string, { error?: string }> }>;
+    const task = (async () => {
+      const pdus = Array.isArray(body.pdus) ? body.pdus : [];
+      const edus = Array.isArray(body.edus) ? body.edus : [];
+      if (pdus.length > MAX_PDUS || edus.length > MAX_EDUS) throw new PduRejected(`a transaction carries at most ${MAX_PDUS} PDUs and ${MAX_EDUS} EDUs`);
+      const results: Record<string, { error?: string }> = {};
+      // PDUs of one room in order; rooms in parallel.
+      const byRoom = new Map<string, unknown[]>();
+      for (const p of pdus) {
+        const roomId = isPlainObject(p) && typeof p.room_id === 'string' ? p.room_id : '';
+        const list = byRoom.get(roomId);
+        if (list) list.push(p);
+        else byRoom.set(roomId, [p]);
+      }
+      await Promise.all([...byRoom.values()].map(async (list) => {
+        for (const raw of list) {
+          let id = '';
+          try {
+            id = await this.receivePdu(origin, raw);
+            results[id] = {};
+          } catch (err) {
+            const msg = err instanceof Error ? err.message : String(err);
+            if (!id) id = await this.guessEventId(raw);
+            if (id) results[id] = { error: msg };
+            this.logger.info({ origin, eventId: id, err: msg }, 'PDU not accepted');
+          }
+        }
+      }));
+      for (const e of edus) {
+        if (!isPlainObject(e) || typeof e.edu_type !== 'string' || !isPlainObject(e.content)) continue;
+        const handler = this.eduHandlers.get(e.edu_type);
+        if (!handler) continue;
+        await handler(origin, e.content).catch((err) => this.logger.info({ origin, type: e.edu_type, err: (err as Error).message }, 'EDU not processed'));
+      }
+      const response = { pdus: results };
+      await this.db('federation_txns').insert({ origin, txn_id: txnId, response: JSON.stringify(response), received_ts: Date.now() }).onConflict(['origin', 'txn_id']).ignore();
+      return response;
+    })();
+    this.inflightTxns.set(key, task);
+    try {
+      return await task;
+    } finally {
+      this.inflightTxns.delete(key);
+    }
+  }
+
+  /** The id a rejected PDU is reported under: its reference hash when the room version is known. */
+  private async guessEventId(raw: unknown): Promise<string> {
+    if (!isPlainObject(raw)) return '';
+    if (typeof raw.event_id === 'string') return raw.event_id;
+    const room = typeof raw.room_id === 'string' ? await this.data.room(raw.room_id) : undefined;
+    if (!room) return '';
+    try {
+      return eventIdOf(raw as PDU, room.version);
+    } catch {
+      return '';
+    }
+  }
+
+  /** Runs every check on one PDU and places it in its room. Returns its event id. */
+  async receivePdu(origin: string, raw: unknown, opts: { fetchMissing?: boolean } = {}): Promise<string> {
+    const roomId = isPlainObject(raw) && typeof raw.room_id === 'string' ? raw.room_id : undefined;
+    if (!roomId) throw new PduRejected('PDU has no room_id');
+    const room = await this.data.room(roomId);
+    if (!room) throw new PduRejected('this server is not in the room');
+    const { pdu, eventId } = await checkReceivedPdu(raw, room.version, this.keys);
+    const existing = await this.data.event(eventId);
+    if (existing && !existing.outlier) return eventId;
+    const senderServer = domainOf(pdu.sender);
+    if (!senderServer) throw new PduRejected('bad sender');
+
+    // Server ACLs apply to the sending server (spec: "Server Access Control Lists").
+    const current = await this.data.currentState(room);
+    if (!(await serverAllowedByAcl(this.data, current, origin))) throw new PduRejected(`server ${origin} is denied by the room's ACL`);
+
+    // Auth against the event's own auth events.
+    const authEvents = await this.authEventsOf(room, origin, pdu);
+    let rejected: string | null = null;
+    try {
+      checkAuth(pdu, authStateFromEvents([...authEvents.values()], await this.createEventOf(room, authEvents)), room.version, { authEvents: [...authEvents.values()] });
+    } catch (err) {
+      if (!(err instanceof AuthError)) throw err;
+      rejected = `auth events: ${err.reason}`;
+    }
+
+    // Auth against the state before the event.
+    const stateBefore = await this.stateBefore(room, origin, pdu, eventId, opts.fetchMissing !== false);
+    if (!rejected) {
+      const stateEvents = await this.data.stateEvents(stateBefore, stateKeysFor(pdu));
+      const lookup = (t: string, k: string) => stateEvents.get(stateKey(t, k))?.pdu;
+      try {
+        checkAuth(pdu, lookup, room.version);
+      } catch (err) {
+        if (!(err instanceof AuthError)) throw err;
+        rejected = `state before: ${err.reason}`;
+      }
+    }
+
+    // Soft-fail against the current state: stored, but neither shown nor built upon.
+    let softFailed = false;
+    if (!rejected) {
+      const now = await this.data.currentState(room);
+      const nowEvents = await this.data.stateEvents(now, stateKeysFor(pdu));
+      try {
+        checkAuth(pdu, (t, k) => nowEvents.get(stateKey(t, k))?.pdu, room.version);
+      } catch (err) {
+        if (!(err instanceof AuthError)) throw err;
+        softFailed = true;
+      }
+    }
+    await this.received.place(room, pdu, { stateBefore, rejectedReason: rejected, softFailed });
+    if (rejected) throw new PduRejected(rejected);
+    return eventId;
+  }
+
+  private async createEventOf(room: RoomInfo, authEvents: Map<string, PDU>): Promise<PDU | undefined> {
+    for (const e of authEvents.values()) if (e.type === 'm.room.create') return e;
+    // Room v12: the create event is implied by the room id.
+    if (room.version.roomIdFromCreateEvent) return (await this.data.event(`$${room.roomId.slice(1)}`))?.pdu;
+    return undefined;
+  }
+
+  /** The event's auth events, fetching (and checking, and storing as outliers) what is missing. */
+  private async authEventsOf(room: RoomInfo, origin: string, pdu: PDU): Promise<Map<string, PDU>> {
+    const ids = authEventIds(pdu);
+    let known = await this.data.eventsMap(ids);
+    if (known.size < ids.length) {
+      const eventId = eventIdOf(pdu, room.version);
+      const res = await this.client.request<{ auth_chain?: unknown[] }>(origin, 'GET', `/_matrix/federation/v1/event_auth/${encodeURIComponent(room.roomId)}/${encodeURIComponent(eventId)}`);
+      await this.storeCheckedOutliers(room, Array.isArray(res.auth_chain) ? res.auth_chain : []);
+      known = await this.data.eventsMap(ids);
+    }
+    const out = new Map<string, PDU>();
+    for (const id of ids) {
+      const ev = known.get(id);
+      if (!ev) throw new PduRejected(`auth event ${id} could not be fetched`);
+      if (ev.rejected) throw new PduRejected(`auth event ${id} was rejected`);
+      out.set(id, ev.pdu);
+    }
+    return out;
+  }
+
+  /**
+   * Checks a batch of events (an auth chain or a room state) and stores them as outliers: each must
+   * be validly signed and pass auth against its own auth events (oldest first).
+   */
+  async storeCheckedOutliers(room: RoomInfo, raws: readonly unknown[]): Promise<Map<string, PDU>> {
+    const checked = new Map<string, PDU>();
+    for (const raw of raws) {
+      try {
+        const { pdu, eventId } = await checkReceivedPdu(raw, room.version, this.keys);
+        if (pdu.room_id !== undefined && pdu.room_id !== room.roomId) continue;
+        checked.set(eventId, pdu);
+      } catch (err) {
+        this.logger.info({ err: (err as Error).message }, 'dropped an event of an auth chain or state');
+      }
+    }
+    const sorted = [...checked.entries()].sort((a, b) => a[1].depth - b[1].depth);
+    const rejected = new Map<string, string>();
+    const known = await this.data.eventsMap(sorted.flatMap(([, p]) => authEventIds(p)));
+    const lookupEvent = (id: string) => checked.get(id) ?? known.get(id)?.pdu;
+    let create: PDU | undefined;
+    for (const [, p] of sorted) if (p.type === 'm.room.create') create = p;
+    create ??= room.version.roomIdFromCreateEvent ? lookupEvent(`$${room.roomId.slice(1)}`) ?? (await this.data.event(`$${room.roomId.slice(1)}`))?.pdu : undefined;
+    for (const [id, p] of sorted) {
+      const auth = authEventIds(p).map(lookupEvent).filter((x): x is PDU => !!x);
+      try {
+        if (auth.length < authEventIds(p).length) throw new AuthError('missing auth events');
+        checkAuth(p, authStateFromEvents(auth, create), room.version, { authEvents: auth });
+      } catch (err) {
+        rejected.set(id, err instanceof Error ? err.message : 'rejected');
+        this.logger.info({ id, type: p.type, reason: err instanceof Error ? err.message : err }, 'outlier rejected');
+      }
+    }
+    await this.received.storeOutliers(room, sorted.map(([, p]) => p), rejected);
+    return checked;
+  }
+
+  /** The state before `pdu`: resolved from its prev events' states, filling gaps from `origin`. */
+  private async stateBefore(room: RoomInfo, origin: string, pdu: PDU, eventId: string, fetchMissing: boolean): Promise<StateMap> {
+    const prevIds = prevIdsOf(pdu);
+    let prevs = await this.data.eventsMap(prevIds);
+    let missing = prevIds.filter((id) => !prevs.get(id) || prevs.get(id)!.outlier);
+    if (missing.length && fetchMissing) {
+      await this.fetchMissingEvents(room, origin, pdu, eventId);
+      prevs = await this.data.eventsMap(prevIds);
+      missing = prevIds.filter((id) => !prevs.get(id) || prevs.get(id)!.outlier);
+    }
+    const sets: StateMap[] = [];
+    for (const id of prevIds) {
+      const prev = prevs.get(id);
+      if (prev && !prev.outlier && prev.stateGroup !== null) {
+        sets.push(await this.data.stateOfGroup(prev.stateGroup));
+      } else {
+        sets.push(await this.stateAfterRemote(room, origin, id));
+      }
+    }
+    return this.received.resolve(room, sets);
+  }
+
+  /** GET /get_missing_events between our extremities and the event; receives what comes back. */
+  private async fetchMissingEvents(room: RoomInfo, origin: string, pdu: PDU, eventId: string): Promise<void> {
+    const head = await this.store.roomHead(room.nid);
+    const minDepth = Math.max(0, Math.min(...head.extremities.map((e) => e.depth), pdu.depth) - 10);
+    try {
+      const res = await this.client.request<{ events?: unknown[] }>(origin, 'POST', `/_matrix/federation/v1/get_missing_events/${encodeURIComponent(room.roomId)}`, {
+        body: { earliest_events: head.extremities.map((e) => e.event_id), latest_events: [eventId], limit: 20, min_depth: minDepth },
+      });
+      const events = (Array.isArray(res.events) ? res.events : []).filter(isPlainObject) as PDU[];
+      events.sort((a, b) => a.depth - b.depth);
+      for (const e of events) {
+        await this.receivePdu(origin, e, { fetchMissing: false }).catch((err) => this.logger.info({ err: (err as Error).message }, 'missing event not accepted'));
+      }
+    } catch (err) {
+      this.logger.info({ origin, err: (err as Error).message }, 'get_missing_events failed');
+    }
+  }
+
+  /** The state after a prev event we do not have in the DAG, from the origin's /state_ids. */
+  private async stateAfterRemote(room: RoomInfo, origin: string, prevId: string): Promise<StateMap> {
+    const res = await this.client.request<{ pdu_ids?: string[]; auth_chain_ids?: string[] }>(origin, 'GET', `/_matrix/federation/v1/state_ids/${encodeURIComponent(room.roomId)}`, { query: { event_id: prevId } });
+    const ids = [...(res.pdu_ids ?? []), ...(res.auth_chain_ids ?? []), prevId];
+    const known = await this.data.eventsMap(ids);
+    const fetch = ids.filter((id) => !known.has(id));
+    const fetched: unknown[] = [];
+    for (const id of fetch) {
+      try {
+        const r = await this.client.request<{ pdus?: unknown[] }>(origin, 'GET', `/_matrix/federation/v1/event/${encodeURIComponent(id)}`);
+        if (Array.isArray(r.pdus)) fetched.push(...r.pdus);
+      } catch (err) {
+        this.logger.info({ id, err: (err as Error).message }, 'could not fetch a state event');
+      }
+    }
+    await this.storeCheckedOutliers(room, fetched);
+    const all = await this.data.eventsMap(ids);
+    const state: StateMap = new Map();
+    for (const id of res.pdu_ids ?? []) {
+      const ev = all.get(id);
+      const k = ev ? eventStateKey(ev.pdu) : undefined;
+      if (k && !ev!.rejected) state.set(k, id);
+    }
+    const prev = all.get(prevId);
+    const pk = prev ? eventStateKey(prev.pdu) : undefined;
+    if (pk && !prev!.rejected) state.set(pk, prevId);
+    return state;
+  }
+}
+
+/** The state keys checkAuth may consult for an event. */
+function stateKeysFor(pdu: PDU): string[] {
+  const keys = [stateKey('m.room.create', ''), stateKey('m.room.power_levels', ''), stateKey('m.room.join_rules', ''), stateKey('m.room.member', pdu.sender)];
+  if (pdu.type === 'm.room.member' && typeof pdu.state_key === 'string') {
+    keys.push(stateKey('m.room.member', pdu.state_key));
+    const via = pdu.content?.join_authorised_via_users_server;
+    if (typeof via === 'string') keys.push(stateKey('m.room.member', via));
+    const tpi = pdu.content?.third_party_invite as { signed?: { token?: unknown } } | undefined;
+    if (typeof tpi?.signed?.token === 'string') keys.push(stateKey('m.room.third_party_invite', tpi.signed.token));
+  }
+  return keys;
+}
+
+

@@ -1,0 +1,270 @@
+// Persisting events that arrive from other servers (or that this server learns of while joining):
+// outliers (known only as auth/state events), and events placed in the DAG with the state before
+// them given by the caller. Shares the per-room lock with the local send path.
+import type { Knex } from 'knex';
+import type { EventsStore } from '../storage/events-store.js';
+import type { StreamsStore } from '../storage/streams-store.js';
+import type { Notifier } from '../sync/notifier.js';
+import { authEventIds, eventStateKey, parseStateKey, stateKey, type PDU, type StateMap } from './event.js';
+import { eventIdOf, redactEvent, redactsOf } from './hashing.js';
+import { isRedactionApplicable } from './auth-rules.js';
+import { resolveState } from './state-res.js';
+import type { EventPersister } from './persist.js';
+import type { RoomData, RoomInfo, StoredEvent } from './room-data.js';
+import type { RoomVersion } from './versions.js';
+
+export interface PlaceOptions {
+  /** State before the event (resolved from its prev events by the caller). */
+  stateBefore: StateMap;
+  /** Set when the event failed auth: stored for reference, never served or used as state. */
+  rejectedReason?: string | null;
+  /** Passed auth at the event but not against the current state: kept out of timeline and extremities. */
+  softFailed?: boolean;
+  /** Events learnt through backfill get positions below every live event (not "new" to /sync). */
+  backfilled?: boolean;
+}
+
+export class ReceivedEvents {
+  constructor(
+    private readonly db: Knex,
+    private readonly data: RoomData,
+    private readonly store: EventsStore,
+    private readonly streams: StreamsStore,
+    private readonly notifier: Notifier,
+    private readonly persister: EventPersister,
+  ) {}
+
+  get knex(): Knex {
+    return this.db;
+  }
+
+  /** Creates the row for a room this server learns of from elsewhere (join, invite). */
+  async ensureRoom(roomId: string, version: RoomVersion, creator: string | null): Promise<RoomInfo> {
+    const existing = await this.data.room(roomId);
+    if (existing) return existing;
+    await this.db.transaction(async (trx) => {
+      if (await this.store.roomById(roomId, trx)) return;
+      await this.store.insertRoom({ room_id: roomId, room_version: version.id, creator, created_ts: Date.now(), is_public: false, current_state_group: null, is_local: false }, trx);
+    }).catch(async (err) => {
+      if (!(await this.store.roomById(roomId))) throw err;
+    });
+    return (await this.data.room(roomId))!;
+  }
+
+  /** Stores events as outliers (no place in the DAG or timeline) unless already known. */
+  async storeOutliers(room: RoomInfo, pdus: readonly PDU[], rejected?: ReadonlyMap<string, string>): Promise<void> {
+    if (!pdus.length) return;
+    const ids = pdus.map((p) => eventIdOf(p, room.version));
+    const known = await this.data.eventsMap(ids);
+    const fresh = pdus.filter((_, i) => !known.has(ids[i]));
+    if (!fresh.length) return;
+    await this.db.transaction(async (trx) => {
+      for (const pdu of fresh) {
+        const id = eventIdOf(pdu, room.version);
+        await this.store.insertEventIfNew(this.row(room, pdu, id, { stream: null, outlier: true, stateGroup: null, rejected: rejected?.get(id) ?? null, softFailed: false, replacesState: null }), trx);
+      }
+    });
+  }
+
+  private row(room: RoomInfo, pdu: PDU, eventId: string, o: { stream: number | null; outlier: boolean; stateGroup: number | null; rejected: string | null; softFailed: boolean; replacesState: string | null }) {
+    const { unsigned: _u, ...withoutUnsigned } = pdu;
+    return {
+      event_id: eventId,
+      room_nid: room.nid,
+      stream_ordering: o.stream,
+      depth: typeof pdu.depth === 'number' ? pdu.depth : 0,
+      type: pdu.type,
+      state_key: pdu.state_key ?? null,
+      sender: pdu.sender,
+      origin_server_ts: pdu.origin_server_ts,
+      json: JSON.stringify(withoutUnsigned),
+      state_group: o.stateGroup,
+      outlier: o.outlier,
+      soft_failed: o.softFailed,
+      rejected_reason: o.rejected,
+      redacted_by: null,
+      replaces_state: o.replacesState,
+      txn_id: null,
+      device_id: null,
+      contains_url: typeof pdu.content?.url === 'string',
+    };
+  }
+
+  /**
+   * Places an event in the room's DAG with the given state before it, updating forward
+   * extremities and the current state (resolving across extremities when they fork). Rejected and
+   * soft-failed events are stored but change neither.
+   */
+  async place(room: RoomInfo, pdu: PDU, opts: PlaceOptions): Promise<StoredEvent> {
+    const eventId = eventIdOf(pdu, room.version);
+    return this.persister.withRoomLock(room.roomId, async () => {
+      let stored: StoredEvent | undefined;
+      let fresh = false;
+      await this.db.transaction(async (trx) => {
+        await this.store.lockRoom(room.roomId, trx);
+        const existing = (await this.store.eventsByIds([eventId], trx))[0];
+        if (existing && !existing.outlier) {
+          stored = (await this.data.fromRows([existing], trx))[0];
+          return;
+        }
+        fresh = true;
+        const sk = eventStateKey(pdu);
+        const accepted = !opts.rejectedReason;
+        const groupBefore = await this.groupFor(room, opts.stateBefore, pdu, trx);
+        // A state event gets a new group after it; that group references the event's row, so it is
+        // written after the row.
+        const newGroup = !!sk && accepted;
+        const position = opts.backfilled ? await this.backfillPosition(trx) : await this.streams.nextPosition(trx, 'events');
+        const replacesState = sk ? opts.stateBefore.get(sk) ?? null : null;
+        const rowData = this.row(room, pdu, eventId, {
+          stream: position, outlier: false, stateGroup: newGroup ? null : groupBefore,
+          rejected: opts.rejectedReason ?? null, softFailed: !!opts.softFailed, replacesState,
+        });
+        let nid: number;
+        if (existing) {
+          // An outlier we knew becomes part of the DAG.
+          nid = existing.event_nid;
+          const { event_id: _id, ...update } = rowData;
+          await trx('events').where({ event_nid: nid }).update(update);
+          this.data.forget([eventId]);
+        } else {
+          nid = await this.store.insertEvent(rowData, trx);
+        }
+        let groupAfter = groupBefore;
+        if (newGroup) {
+          const after = new Map(opts.stateBefore);
+          after.set(sk!, eventId);
+          groupAfter = await this.data.writeStateGroup(room, after, groupBefore, trx);
+          await this.store.setEventStateGroup(nid, groupAfter, trx);
+        }
+        stored = (await this.data.fromRows(await this.store.eventsByNids([nid], trx), trx))[0];
+        if (!accepted) return;
+
+        const rel = pdu.content?.['m.relates_to'] as { rel_type?: unknown; event_id?: unknown; key?: unknown } | undefined;
+        if (rel && typeof rel.rel_type === 'string' && typeof rel.event_id === 'string') {
+          await this.store.insertRelation({ event_nid: nid, room_nid: room.nid, relates_to: rel.event_id, rel_type: rel.rel_type, aggregation_key: typeof rel.key === 'string' ? rel.key : null }, trx);
+        }
+        if (opts.softFailed || opts.backfilled) return;
+
+        // Forward extremities: this event replaces those of its prev events.
+        const prevIds = new Set(prevIdsOf(pdu));
+        const head = await this.store.roomHead(room.nid, trx);
+        const keep = head.extremities.filter((x) => !prevIds.has(x.event_id));
+        await this.store.setForwardExtremities(room.nid, [...keep.map((x) => x.event_nid), nid], trx);
+
+        // Current state: the state after the new event, resolved with the other extremities.
+        let current: StateMap = await this.data.stateOfGroup(groupAfter, trx);
+        let currentGroup = groupAfter;
+        if (keep.length) {
+          const others = await this.data.eventsMap(keep.map((k) => k.event_id), trx);
+          const sets = [current];
+          for (const o of others.values()) sets.push(await this.data.stateOfGroup(o.stateGroup, trx));
+          current = await this.resolve(room, sets, trx);
+          currentGroup = await this.data.writeStateGroup(room, current, groupAfter, trx);
+        }
+        await this.applyCurrentState(room, current, currentGroup, position, trx);
+
+        if (pdu.type === 'm.room.redaction') await this.applyRedaction(room, pdu, eventId, opts.stateBefore, trx);
+        for (const h of this.persister.hooks) await h.inTransaction?.(trx, stored!, room, opts.stateBefore);
+      });
+      if (fresh && stored && stored.stream !== null && !stored.rejected && !stored.softFailed && !opts.backfilled) {
+        const userIds = pdu.type === 'm.room.member' && typeof pdu.state_key === 'string' ? [pdu.state_key] : undefined;
+        this.notifier.notify({ stream: 'events', position: stored.stream, roomIds: [room.roomId], userIds });
+        for (const h of this.persister.hooks) h.afterCommit?.(stored, room);
+      }
+      return stored!;
+    });
+  }
+
+  /** The state group holding `state`: the group of a prev event when equal, else a new delta. */
+  private async groupFor(room: RoomInfo, state: StateMap, pdu: PDU, trx: Knex): Promise<number | null> {
+    const prevs = await this.data.eventsMap(prevIdsOf(pdu), trx);
+    let parent: number | null = null;
+    for (const p of prevs.values()) {
+      if (p.stateGroup === null) continue;
+      const s = await this.data.stateOfGroup(p.stateGroup, trx);
+      if (sameState(s, state)) return p.stateGroup;
+      parent ??= p.stateGroup;
+    }
+    if (!state.size) return null;
+    return this.data.writeStateGroup(room, state, parent, trx);
+  }
+
+  private async backfillPosition(trx: Knex): Promise<number> {
+    const r = await trx('events').min({ m: 'stream_ordering' }).first();
+    return Math.min(0, Number(r?.m ?? 0)) - 1;
+  }
+
+  /** Rewrites current_state and room_members to match `state` (diffing against what is stored). */
+  async applyCurrentState(room: RoomInfo, state: StateMap, group: number | null, position: number, trx: Knex): Promise<void> {
+    const old = await this.data.stateOfGroup(await this.store.currentStateGroup(room.nid, trx), trx);
+    if (group !== null) await this.store.setCurrentStateGroup(room.nid, group, trx);
+    const changed = [...state].filter(([k, id]) => old.get(k) !== id);
+    const removed = [...old.keys()].filter((k) => !state.has(k));
+    if (!changed.length && !removed.length) return;
+    const evs = await this.data.eventsMap(changed.map(([, id]) => id), trx);
+    for (const [k, id] of changed) {
+      const ev = evs.get(id);
+      if (!ev) continue;
+      const [type, key] = parseStateKey(k);
+      await this.store.upsertCurrentState(room.nid, type, key, ev.nid, trx);
+      if (type === 'm.room.member') {
+        const c = ev.pdu.content ?? {};
+        await this.store.upsertMember({
+          room_nid: room.nid, user_id: key, membership: String(c.membership), event_nid: ev.nid, stream_ordering: ev.stream ?? position,
+          displayname: typeof c.displayname === 'string' ? c.displayname : null,
+          avatar_url: typeof c.avatar_url === 'string' ? c.avatar_url : null, forgotten: false,
+        }, trx);
+      }
+    }
+    for (const k of removed) {
+      const [type, key] = parseStateKey(k);
+      await trx('current_state').where({ room_nid: room.nid, type, state_key: key }).delete();
+    }
+  }
+
+  /** Resolves state sets, loading the events the algorithm needs (conflicted events and auth chains). */
+  async resolve(room: RoomInfo, sets: StateMap[], q: Knex = this.db): Promise<StateMap> {
+    if (sets.length <= 1) return new Map(sets[0] ?? []);
+    const all = new Set<string>();
+    for (const s of sets) for (const id of s.values()) all.add(id);
+    const events = new Map<string, PDU>();
+    const rejected = new Set<string>();
+    const tried = new Set<string>();
+    let frontier = [...all];
+    while (frontier.length) {
+      for (const id of frontier) tried.add(id);
+      const loaded = await this.data.eventsMap(frontier, q);
+      const next = new Set<string>();
+      for (const [id, ev] of loaded) {
+        events.set(id, ev.pdu);
+        if (ev.rejected) rejected.add(id);
+        for (const a of authEventIds(ev.pdu)) if (!tried.has(a)) next.add(a);
+      }
+      frontier = [...next];
+    }
+    return resolveState(room.version, sets, { getEvent: (id) => events.get(id), isRejected: (id) => rejected.has(id) });
+  }
+
+  private async applyRedaction(room: RoomInfo, redaction: PDU, redactionId: string, state: StateMap, trx: Knex): Promise<void> {
+    const targetId = redactsOf(redaction, room.version);
+    if (!targetId) return;
+    const target = await this.data.event(targetId, trx);
+    if (!target || target.roomNid !== room.nid || target.redactedBy) return;
+    const stateEvents = await this.data.stateEvents(state, [stateKey('m.room.power_levels', ''), stateKey('m.room.create', '')], trx);
+    const lookup = (type: string, key: string) => stateEvents.get(stateKey(type, key))?.pdu;
+    if (!isRedactionApplicable(redaction, target.pdu, lookup, room.version)) return;
+    await this.store.markRedacted(targetId, redactionId, JSON.stringify(redactEvent(target.pdu as unknown as Record<string, unknown>, room.version)), trx);
+    this.data.forget([targetId]);
+  }
+}
+
+export function prevIdsOf(pdu: PDU): string[] {
+  return (pdu.prev_events as unknown[]).map((p) => (Array.isArray(p) ? String(p[0]) : String(p)));
+}
+
+function sameState(a: StateMap, b: StateMap): boolean {
+  if (a.size !== b.size) return false;
+  for (const [k, v] of a) if (b.get(k) !== v) return false;
+  return true;
+}
