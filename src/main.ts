@@ -41,6 +41,10 @@ import { ReceivedEvents } from './rooms/received.js';
 import { FederationReceiver } from './federation/receiver.js';
 import { FederatedMembership } from './federation/membership.js';
 import { federationRoomRoutes } from './federation/routes/rooms.js';
+import { federationKeyRoutes } from './federation/routes/keys.js';
+import { FederationEdus } from './federation/edus.js';
+import { RemoteDeviceLists } from './federation/remote-devices.js';
+import { FederationEdusStore } from './storage/federation-edus-store.js';
 import { requireServerAuth } from './federation/x-matrix.js';
 import { FederationKeysStore } from './storage/federation-keys-store.js';
 import { FederationSender, FederationClientTransport, type FederationSenderOptions, type TransactionTransport } from './federation/sender.js';
@@ -159,8 +163,35 @@ export async function buildServices(config: Config, logger: Logger, opts: BuildO
   // Another process redacted an event: drop our cached copy.
   notifier.subscribe((c) => {
     if (c.invalidateEvents) roomData.forget(c.invalidateEvents);
+    // A membership change (its notification names the member): drop the rooms' cached member lists.
+    if (c.stream === 'events' && c.userIds && c.roomIds) {
+      for (const roomId of c.roomIds) roomData.membershipChanged(roomId);
+    }
   });
   syncService.ext.onSync = (userId, setPresence) => ephemeral.onSync(userId, setPresence);
+  // EDUs: typing, receipts, presence, device lists and to-device messages to and from other
+  // servers; remote users' keys for /keys/query and /keys/claim.
+  const federationEdusStore = new FederationEdusStore(db);
+  let remoteDevices: RemoteDeviceLists | null = null;
+  if (federationSender) {
+    remoteDevices = new RemoteDeviceLists({
+      db, store: federationEdusStore, client: federationClient, deviceLists: e2ee.deviceLists, serverName: config.server_name, logger,
+      joinedMembers: async (roomNid) => (await stores.events.members(roomNid, ['join'])).map((m) => m.user_id),
+    });
+    const rd = remoteDevices;
+    persister.hooks.push({
+      afterCommit: (ev, room) => {
+        const m = ev.pdu.type === 'm.room.member' ? ev.pdu.content?.membership : undefined;
+        if ((m === 'leave' || m === 'ban') && typeof ev.pdu.state_key === 'string') {
+          void rd.afterLeave(room.nid, ev.pdu.state_key).catch((err: Error) => logger.warn({ err: err.message }, 'device list tracking update failed'));
+        }
+      },
+    });
+    new FederationEdus({
+      db, store: federationEdusStore, queue: federationSender, data: roomData, ephemeral, e2ee, remoteDevices,
+      serverName: config.server_name, presenceEnabled: config.presence.enabled, logger,
+    }).install(federationReceiver.eduHandlers);
+  }
   // E2EE: to-device messages (deleted once acknowledged), device list changes, key counts.
   syncService.ext.toDevice = (u, d, since, upTo, limit) => e2ee.toDeviceMessages(u, d, since, upTo, limit);
   syncService.ext.ackToDevice = async (u, d, pos) => { await e2ee.deleteToDeviceUpTo(u, d, pos); };
@@ -204,6 +235,8 @@ export async function buildServices(config: Config, logger: Logger, opts: BuildO
     pushNotifications,
     jobs,
     federationSender,
+    federationEdusStore,
+    remoteDevices,
     federationReceiver,
     federatedMembership,
     received,
@@ -234,6 +267,11 @@ export function buildRoutes(s: Services): ApiRoutes {
         membership: s.federatedMembership,
         broadcast: async (ev, room, except) => s.federationSender?.relayEvent(ev, room, [except]),
         onTransactionFrom: (origin) => void s.federationSender?.markDestinationUp(origin),
+      }), federationKeyRoutes({
+        serverName: s.config.server_name,
+        auth: requireServerAuth(s.keyRing, s.config.server_name),
+        keys: s.e2ee.keys,
+        store: s.federationEdusStore,
       })],
       keys: [serverWellKnownRoutes(s), keyQueryRoutes(s)],
       admin: [sharedSecretRegisterRoutes(s)],
@@ -293,6 +331,8 @@ export async function startHomeserver(config: Config, opts: { logger?: Logger } 
       services.federationSender?.stop();
       await services.jobs.close();
       await services.federationClient.close();
+      // Queued remote device-list work finishes quickly once the client is closed (bounded anyway).
+      await Promise.race([services.remoteDevices?.idle(), new Promise((r) => setTimeout(r, 5000).unref())]);
       await services.bus?.close();
       await services.db.destroy();
       logger.info('stopped');

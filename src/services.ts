@@ -34,6 +34,8 @@ import type { PushRulesService } from './push/push-rules-service.js';
 import type { PushNotifications } from './push/push-notifications.js';
 import type { JobQueue } from './jobs/queue.js';
 import type { FederationSender } from './federation/sender.js';
+import type { FederationEdusStore } from './storage/federation-edus-store.js';
+import type { RemoteDeviceLists } from './federation/remote-devices.js';
 
 export interface Services {
   config: Config;
@@ -72,6 +74,9 @@ export interface Services {
   jobs: JobQueue;
   /** Outgoing federation (per-destination outbox); null when federation is disabled. */
   federationSender: FederationSender | null;
+  federationEdusStore: FederationEdusStore;
+  /** Device lists of remote users (EDUs, resyncs) and remote /keys/query, /keys/claim; null without federation. */
+  remoteDevices: RemoteDeviceLists | null;
   auth: AuthMiddleware;
   limiters: { login: RateLimiter; registration: RateLimiter; messages: RateLimiter; perIp: RateLimiter };
 }

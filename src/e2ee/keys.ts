@@ -45,7 +45,8 @@ export interface KeysClaimResult {
 
 /** The federation side of key queries and claims, per remote server (set by the federation module). */
 export interface RemoteKeys {
-  queryKeys(server: string, query: DeviceKeysQuery, timeoutMs: number): Promise<Partial<Omit<KeysQueryResult, 'failures' | 'user_signing_keys'>>>;
+  /** May answer some users (e.g. from a cache) and still report the server in `failures`. */
+  queryKeys(server: string, query: DeviceKeysQuery, timeoutMs: number): Promise<Partial<Omit<KeysQueryResult, 'user_signing_keys'>>>;
   claimKeys(server: string, claim: OneTimeKeysClaim, timeoutMs: number): Promise<Pick<KeysClaimResult, 'one_time_keys'>>;
 }
 
@@ -193,6 +194,7 @@ export class Keys {
         Object.assign(result.device_keys, r.device_keys ?? {});
         Object.assign(result.master_keys, r.master_keys ?? {});
         Object.assign(result.self_signing_keys, r.self_signing_keys ?? {});
+        Object.assign(result.failures, r.failures ?? {});
       } catch (err) {
         result.failures[server] = { status: 503, message: (err as Error).message ?? 'Unreachable' };
       }

@@ -73,6 +73,30 @@ export class ToDevice {
     if (Math.random() < 0.01) await this.store.deleteToDeviceTxnsBefore(now - TXN_RETENTION_MS);
   }
 
+  /**
+   * Messages from a user of another server (an m.direct_to_device EDU) for local users; others are
+   * ignored. `firstDelivery` runs in the transaction and returns false for a repeated message id,
+   * which then delivers nothing. Returns how many device messages were stored.
+   */
+  async deliverFromRemote(sender: string, type: string, messages: ToDeviceMessages, firstDelivery: (trx: Knex) => Promise<boolean>): Promise<number> {
+    const local: ToDeviceMessages = {};
+    for (const [userId, devices] of Object.entries(messages)) {
+      if (parseUserId(userId)?.server === this.serverName) local[userId] = devices;
+    }
+    const now = Date.now();
+    const outcome = await this.db.transaction(async (trx) => {
+      if (!(await firstDelivery(trx))) return null;
+      const rows = await this.localRows(sender, type, local, trx);
+      if (!rows.length) return null;
+      const position = await this.streams.nextPosition(trx, 'to_device');
+      await this.store.insertInboxMessages(rows.map((r) => ({ ...r, position, ts_added_ms: now })), trx);
+      return { position, recipients: [...new Set(rows.map((r) => r.user_id))], count: rows.length };
+    });
+    if (!outcome) return 0;
+    this.notifier.notify({ stream: 'to_device', position: outcome.position, userIds: outcome.recipients });
+    return outcome.count;
+  }
+
   private async localRows(sender: string, type: string, messages: ToDeviceMessages, trx: Knex): Promise<Omit<DeviceInboxRow, 'position' | 'ts_added_ms'>[]> {
     const userIds = Object.keys(messages);
     if (!userIds.length) return [];

@@ -210,7 +210,7 @@ export class FederationSender implements PersistHooks {
   /**
    * Queues an EDU for one or more servers (typing, receipts, presence, device lists, to-device).
    * With `dedupeKey`, a queued EDU with the same key for the same destination is replaced (e.g.
-   * `typing:<room id>`). With `trx`, the rows are written in the caller's transaction and the
+   * `typing:<room id>`). With `trx` (the outermost transaction), the rows are written in it and the
    * destinations are woken once it commits.
    */
   async enqueueEdu(destinations: string | readonly string[], edu: Edu, opts: { dedupeKey?: string; trx?: Knex } = {}): Promise<void> {
@@ -250,7 +250,10 @@ export class FederationSender implements PersistHooks {
     for (const d of list) void this.wake(d);
   }
 
-  /** Sends what is queued for the destination now, whatever the backoff says. */
+  /**
+   * Wakes the destination's queue now. A destination still backing off stays so (the drain
+   * reschedules itself); markDestinationUp() is the one that clears the backoff.
+   */
   async catchUp(destination: string): Promise<void> {
     await this.wake(destination);
   }
@@ -308,6 +311,7 @@ export class FederationSender implements PersistHooks {
    */
   async drain(destination: string): Promise<void> {
     const owner = randomBytes(9).toString('base64url');
+    let contended = 0;
     for (;;) {
       if (this.stopping) return;
       if (!(await this.store.hasPending(destination))) return;
@@ -317,11 +321,22 @@ export class FederationSender implements PersistHooks {
         const row = await this.store.destination(destination);
         if (!row) return;
         const t = destinationTimes(row);
-        if (t.nextAttemptTs > now) await this.wake(destination, t.nextAttemptTs - now);
-        // Held by another drain, which looks again after releasing it; this wake-up only matters
-        // if that process dies holding the lease.
-        else if (t.sendingUntil > now) await this.wake(destination, t.sendingUntil - now + 1000);
-        return;
+        if (t.nextAttemptTs > now) {
+          await this.wake(destination, t.nextAttemptTs - now);
+          return;
+        }
+        if (row.lease_owner !== null && t.sendingUntil >= now) {
+          // Held by another drain, which looks again after releasing it; this wake-up only
+          // matters if that process dies holding the lease.
+          await this.wake(destination, t.sendingUntil - now + 1000);
+          return;
+        }
+        // Released (or its backoff ended) in between: try again, a few times.
+        if (++contended > 3) {
+          await this.wake(destination, 1000);
+          return;
+        }
+        continue;
       }
       let outcome: DrainOutcome;
       try {

@@ -16,7 +16,9 @@ export interface ApiRoutes {
   rooted: Partial<Record<ApiName, RouteRegistrar[]>>;
 }
 
-const CLIENT_PREFIXES = ['/_matrix/client/v3', '/_matrix/client/r0', '/_matrix/client/v1', '/_matrix/client/unstable'];
+// One client router serves every version prefix: the prefix is stripped before matching, so a
+// request is matched against each route once, not once per prefix.
+const CLIENT_PREFIX = /^\/_matrix\/client\/(?:v3|r0|v1|unstable)(\/.*)$/;
 
 export interface AppOptions {
   apis: readonly ApiName[];
@@ -28,22 +30,24 @@ export interface AppOptions {
   inflight: { count: number };
 }
 
+const processTag = randomBytes(3).toString('hex');
+
 export function createApp(opts: AppOptions): Koa {
   const app = new Koa({ proxy: opts.trustProxy });
   const log = opts.logger;
 
   const root = new Router();
-  if (opts.apis.includes('client')) {
-    const client = new Router();
-    for (const reg of opts.routes.client) reg(client);
-    for (const prefix of CLIENT_PREFIXES) root.use(prefix, client.routes());
-  }
+  const client = opts.apis.includes('client') ? new Router() : null;
+  if (client) for (const reg of opts.routes.client) reg(client);
   for (const api of opts.apis) for (const reg of opts.routes.rooted[api] ?? []) reg(root);
+  const rootRoutes = root.routes();
+  const clientRoutes = client?.routes();
+  let nonce = 0;
 
   // 1. Request id, access log (path only: query strings can carry access tokens) and error rendering.
   app.use(async (ctx, next) => {
     const started = process.hrtime.bigint();
-    const reqId = randomBytes(6).toString('hex');
+    const reqId = `${processTag}${(nonce++).toString(36)}`;
     ctx.state.reqId = reqId;
     ctx.state.maxBodyBytes = opts.maxBodyBytes;
     opts.inflight.count++;
@@ -77,15 +81,24 @@ export function createApp(opts: AppOptions): Koa {
     await next();
   });
 
-  // 3. Routes.
-  app.use(root.routes());
-
+  // 3. Routes: client routes by their unprefixed path, then the rooted ones by the full path.
   // 4. Nothing matched: M_UNRECOGNIZED, 405 when the path exists under another method.
-  app.use(async (ctx) => {
+  const unmatched = async (ctx: Koa.Context) => {
     if (ctx.body !== undefined && ctx.body !== null) return;
-    const match = root.match(ctx.path, ctx.method);
-    if (match.path.some((l) => l.methods.length > 0)) throw unrecognized('Method not allowed', 405);
+    const m = CLIENT_PREFIX.exec(ctx.path);
+    const known = (r: Router | null, p: string) => !!r && r.match(p, ctx.method).path.some((l) => l.methods.length > 0);
+    if (known(root, ctx.path) || (m && known(client, m[1]))) throw unrecognized('Method not allowed', 405);
     throw unrecognized();
+  };
+  const rooted = (ctx: Koa.Context) => rootRoutes(ctx as never, () => unmatched(ctx));
+  app.use(async (ctx) => {
+    const m = clientRoutes ? CLIENT_PREFIX.exec(ctx.path) : null;
+    if (!m) return rooted(ctx);
+    (ctx as { newRouterPath?: string }).newRouterPath = m[1];
+    await clientRoutes!(ctx as never, async () => {
+      (ctx as { newRouterPath?: string }).newRouterPath = undefined;
+      await rooted(ctx);
+    });
   });
 
   app.silent = true;

@@ -57,7 +57,7 @@ export class BulkPushEvaluator implements PersistHooks {
     }
     if (stateBefore.size === 0) return; // the create event: nobody to notify yet
 
-    const joined = await this.events.members(room.nid, ['join'], trx);
+    const joined = await this.data.joinedMembers(room, trx, pdu.type === 'm.room.member');
     const candidates = this.candidates(ev, joined);
     if (!candidates.length) return;
 

@@ -2,7 +2,7 @@
 // written (a redaction replaces an event's JSON and is announced, so caches drop it), which makes
 // caching safe across processes that share the database.
 import type { Knex } from 'knex';
-import type { EventsStore, EventRow, RoomRow } from '../storage/events-store.js';
+import type { EventsStore, EventRow, MemberRow, RoomRow } from '../storage/events-store.js';
 import { bool, num } from '../storage/rows.js';
 import { Lru } from './lru.js';
 import { stateKey, type PDU, type StateMap } from './event.js';
@@ -41,6 +41,7 @@ export class RoomData {
   private readonly roomsByNid = new Map<number, RoomInfo>();
   private readonly events = new Lru<string, StoredEvent>(50_000);
   private readonly groups = new Lru<number, StateMap>(2_000);
+  private readonly joined = new Lru<number, MemberRow[]>(5_000);
 
   constructor(readonly db: Knex, readonly store: EventsStore) {}
 
@@ -67,6 +68,29 @@ export class RoomData {
     if (cached) return cached;
     const row = await this.store.roomByNid(nid, q);
     return row ? this.roomInfo(row) : undefined;
+  }
+
+  // Members
+
+  /**
+   * The room's joined members. Cached per room; every membership change announces its room
+   * (locally and over the bus), which drops the entry. Reads inside a transaction that changes
+   * membership bypass the cache so nothing uncommitted is cached.
+   */
+  async joinedMembers(room: RoomInfo, q: Knex = this.db, bypassCache = false): Promise<MemberRow[]> {
+    if (!bypassCache) {
+      const hit = this.joined.get(room.nid);
+      if (hit) return hit;
+    }
+    const rows = await this.store.members(room.nid, ['join'], q);
+    if (!bypassCache) this.joined.set(room.nid, rows);
+    return rows;
+  }
+
+  /** Synchronous, so the notification that announces a change drops the entry at once. */
+  membershipChanged(roomId: string): void {
+    const room = this.roomsById.get(roomId);
+    if (room) this.joined.delete(room.nid);
   }
 
   // Events

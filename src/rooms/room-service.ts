@@ -102,6 +102,17 @@ export class RoomService {
       if (await this.store.roomIdByAlias(alias)) throw new MatrixError(400, 'M_ROOM_IN_USE', 'Room alias already taken');
     }
 
+    // v12: creators have unlimited power and may not be listed in power levels (checked before any
+    // event is created, so a bad request leaves no half-made room).
+    if (version.privilegedCreators) {
+      const users = (req.power_level_content_override as { users?: Record<string, unknown> } | undefined)?.users;
+      const extra = Array.isArray(req.creation_content?.additional_creators) ? (req.creation_content!.additional_creators as string[]) : [];
+      const creatorIds = [userId, ...extra, ...(req.preset === 'trusted_private_chat' ? invites : [])];
+      if (users && creatorIds.some((c) => c in users)) {
+        throw new MatrixError(400, 'M_BAD_JSON', 'Room creators cannot be given a power level in this room version');
+      }
+    }
+
     // m.room.create
     const creationContent: Record<string, unknown> = { ...(req.creation_content ?? {}), room_version: version.id };
     if (!version.implicitRoomCreator) creationContent.creator = userId;

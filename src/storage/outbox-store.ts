@@ -79,14 +79,14 @@ export class OutboxStore {
   async hasPending(destination: string, q: Knex = this.db): Promise<boolean> {
     if (await q('federation_outbox_pdus').where({ destination }).first('id')) return true;
     if (await q('federation_outbox_edus').where({ destination }).first('id')) return true;
-    return !!(await q('federation_destinations').where({ destination }).whereNotNull('txn_id').first('destination'));
+    return !!(await q('federation_destinations').where({ destination }).whereNotNull('txn_id').whereNotNull('txn_body').first('destination'));
   }
 
   /** Every destination with something queued or in flight. */
   async destinationsWithPending(q: Knex = this.db): Promise<string[]> {
     const rows = await q.select('destination').from('federation_outbox_pdus')
       .union((u) => u.select('destination').from('federation_outbox_edus'))
-      .union((u) => u.select('destination').from('federation_destinations').whereNotNull('txn_id'));
+      .union((u) => u.select('destination').from('federation_destinations').whereNotNull('txn_id').whereNotNull('txn_body'));
     return rows.map((r: { destination: string }) => r.destination);
   }
 

@@ -2,7 +2,7 @@
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import { MatrixError, forbidden, notFound } from '../http/errors.js';
-import type { SyncStore } from '../storage/sync-store.js';
+import type { PresenceRow, SyncStore } from '../storage/sync-store.js';
 import type { StreamsStore } from '../storage/streams-store.js';
 import type { EventsStore } from '../storage/events-store.js';
 import { num } from '../storage/rows.js';
@@ -13,9 +13,21 @@ import type { AccountData } from '../accounts/account-data.js';
 const MAX_TYPING_TIMEOUT_MS = 120_000;
 const PRESENCE_SYNC_TIMEOUT_MS = 30_000; // no sync for this long: offline
 const PRESENCE_IDLE_MS = 5 * 60_000; // no activity for this long: unavailable
+const REMOTE_PRESENCE_TIMEOUT_MS = 30 * 60_000; // a remote user not updated for this long: offline
+
+/** Called after a change committed; federation sends the changes of local users to other servers. */
+export interface EphemeralHooks {
+  typing?(room: RoomInfo, userId: string, typing: boolean): Promise<void>;
+  /** Public receipts only (m.read.private stays on this server). */
+  receipt?(room: RoomInfo, userId: string, receiptType: string, eventId: string, threadId: string | undefined, ts: number): Promise<void>;
+  presence?(userId: string, presence: PresenceRow): Promise<void>;
+}
 
 export class Ephemeral {
   private sweeper: NodeJS.Timeout | null = null;
+  hooks: EphemeralHooks = {};
+  /** Decides whose presence this server times out itself; others come from their servers (set with federation). */
+  isLocalUser: (userId: string) => boolean = () => true;
 
   constructor(
     private readonly db: Knex,
@@ -49,6 +61,16 @@ export class Ephemeral {
       return p;
     });
     this.notifier.notify({ stream: 'typing', position: pos, roomIds: [roomId] });
+    await this.runHook('typing', () => this.hooks.typing?.(room, userId, typing));
+  }
+
+  private async runHook(name: string, fn: () => Promise<void> | undefined): Promise<void> {
+    try {
+      await fn();
+    } catch (err) {
+      // The local change stands; only its federation copy is lost.
+      this.logger.warn({ err: (err as Error).message, hook: name }, 'ephemeral hook failed');
+    }
   }
 
   /** Ends typing notifications whose timeout passed (each process sweeps; a row is ended once). */
@@ -62,14 +84,17 @@ export class Ephemeral {
       });
       if (pos !== null) {
         const room = await this.data.roomByNid(t.room_nid);
-        if (room) this.notifier.notify({ stream: 'typing', position: pos, roomIds: [room.roomId] });
+        if (room) {
+          this.notifier.notify({ stream: 'typing', position: pos, roomIds: [room.roomId] });
+          await this.runHook('typing', () => this.hooks.typing?.(room, t.user_id, false));
+        }
       }
     }
   }
 
   // Receipts (spec: "Receipts")
 
-  async receipt(userId: string, roomId: string, type: string, eventId: string, threadId: string | undefined): Promise<void> {
+  async receipt(userId: string, roomId: string, type: string, eventId: string, threadId: string | undefined, opts: { ts?: number } = {}): Promise<void> {
     if (type !== 'm.read' && type !== 'm.read.private' && type !== 'm.fully_read') {
       throw new MatrixError(400, 'M_INVALID_PARAM', `Unknown receipt type ${type}`);
     }
@@ -87,11 +112,12 @@ export class Ephemeral {
         if (!root || root.roomNid !== room.nid) throw new MatrixError(400, 'M_INVALID_PARAM', 'thread_id is not a thread root in this room');
       }
     }
+    const ts = opts.ts ?? Date.now();
     const pos = await this.db.transaction(async (trx) => {
       const p = await this.streams.nextPosition(trx, 'receipts');
       const stored = await this.store.upsertReceipt({
         room_nid: room.nid, user_id: userId, receipt_type: type, thread_id: threadId ?? '', event_id: eventId,
-        event_stream: ev.stream!, ts: Date.now(), stream_id: p,
+        event_stream: ev.stream!, ts, stream_id: p,
       }, trx);
       if (!stored) throw new NoChange();
       return p;
@@ -102,6 +128,7 @@ export class Ephemeral {
     if (pos !== null) {
       // Private receipts concern their owner only.
       this.notifier.notify(type === 'm.read.private' ? { stream: 'receipts', position: pos, userIds: [userId] } : { stream: 'receipts', position: pos, roomIds: [roomId] });
+      if (type === 'm.read') await this.runHook('receipt', () => this.hooks.receipt?.(room, userId, type, eventId, threadId, ts));
     }
   }
 
@@ -138,10 +165,32 @@ export class Ephemeral {
         return null;
       }
       const p = await this.streams.nextPosition(trx, 'presence');
-      await this.store.upsertPresence({ user_id: userId, state, status_msg: statusMsg, last_active_ts: lastActive, last_sync_ts: lastSync, currently_active: currentlyActive, stream_id: p }, trx);
-      return p;
+      const row: PresenceRow = { user_id: userId, state, status_msg: statusMsg, last_active_ts: lastActive, last_sync_ts: lastSync, currently_active: currentlyActive, stream_id: p };
+      await this.store.upsertPresence(row, trx);
+      return row;
     });
-    if (pos !== null) this.notifier.notify({ stream: 'presence', position: pos, userIds: [userId] });
+    if (pos !== null) {
+      this.notifier.notify({ stream: 'presence', position: Number(pos.stream_id), userIds: [userId] });
+      await this.runHook('presence', () => this.hooks.presence?.(userId, pos));
+    }
+  }
+
+  /**
+   * Presence of a user of another server, as its server reported it (an m.presence EDU). Stored like
+   * local presence; `last_sync_ts` is when we heard, so a server that goes quiet times its users out.
+   */
+  async applyRemotePresence(userId: string, p: { presence: string; statusMsg: string | null; lastActiveAgo: number; currentlyActive: boolean }): Promise<void> {
+    if (!this.presenceEnabled) return;
+    const now = Date.now();
+    const pos = await this.db.transaction(async (trx) => {
+      const p2 = await this.streams.nextPosition(trx, 'presence');
+      await this.store.upsertPresence({
+        user_id: userId, state: p.presence, status_msg: p.statusMsg, last_active_ts: now - Math.max(0, p.lastActiveAgo), last_sync_ts: now,
+        currently_active: p.presence === 'online' && p.currentlyActive, stream_id: p2,
+      }, trx);
+      return p2;
+    });
+    this.notifier.notify({ stream: 'presence', position: pos, userIds: [userId] });
   }
 
   async setPresence(userId: string, state: string, statusMsg: string | null | undefined): Promise<void> {
@@ -177,6 +226,13 @@ export class Ephemeral {
   async timeOutPresence(now = Date.now()): Promise<void> {
     if (!this.presenceEnabled) return;
     for (const p of await this.store.presenceToTimeOut(now, PRESENCE_SYNC_TIMEOUT_MS, PRESENCE_IDLE_MS)) {
+      if (!this.isLocalUser(p.user_id)) {
+        // Other servers time out their own users and tell us; we only give up on a silent server.
+        if (p.state !== 'offline' && num(p.last_sync_ts) < now - REMOTE_PRESENCE_TIMEOUT_MS) {
+          await this.applyRemotePresence(p.user_id, { presence: 'offline', statusMsg: p.status_msg, lastActiveAgo: now - num(p.last_active_ts), currentlyActive: false });
+        }
+        continue;
+      }
       const next = num(p.last_sync_ts) < now - PRESENCE_SYNC_TIMEOUT_MS ? 'offline' : 'unavailable';
       if (next !== p.state) await this.writePresence(p.user_id, { state: next });
     }

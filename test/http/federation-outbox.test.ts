@@ -12,7 +12,8 @@ import type { AddressInfo } from 'node:net';
 import pino from 'pino';
 import { loadConfig } from '../../src/config/index.js';
 import { startHomeserver, type Homeserver } from '../../src/main.js';
-import { TransportError, type FederationSenderOptions, type TransactionBody, type TransactionResponse, type TransactionTransport } from '../../src/federation/sender.js';
+import { DestinationUnavailable, FederationError } from '../../src/federation/client.js';
+import { classifyFailure, TransportError, type FederationSenderOptions, type TransactionBody, type TransactionResponse, type TransactionTransport } from '../../src/federation/sender.js';
 import { api, freshDatabase, registerUser, redisUrl, usingPostgres, type TestDatabase } from '../harness.js';
 
 const c = (p: string) => `/_matrix/client/v3${p}`;
@@ -192,6 +193,28 @@ async function withSetup(fn: (ctx: { peer: Peer; db: TestDatabase }) => Promise<
     await db.drop();
   }
 }
+
+test('delivery failures: which are retried, and after how long', () => {
+  const now = Date.now();
+  const c = (err: unknown) => {
+    const f = classifyFailure(err);
+    return [f.retry, f.status];
+  };
+  assert.deepEqual(c(new TransportError('ECONNREFUSED')), [true, null]);
+  assert.deepEqual(c(new Error('socket hang up')), [true, null]);
+  assert.deepEqual(c(new FederationError('x', 500, 'M_UNKNOWN', {})), [true, 500]);
+  assert.deepEqual(c(new FederationError('x', 502, undefined, '')), [true, 502]);
+  assert.deepEqual(c(new FederationError('x', 408, undefined, {})), [true, 408]);
+  assert.deepEqual(c(new FederationError('x', 400, 'M_BAD_JSON', {})), [false, 400]);
+  assert.deepEqual(c(new FederationError('x', 403, 'M_FORBIDDEN', {})), [false, 403]);
+  assert.deepEqual(c(new FederationError('x', 404, 'M_UNRECOGNIZED', {})), [false, 404]);
+  const limited = classifyFailure(new FederationError('x', 429, 'M_LIMIT_EXCEEDED', { retry_after_ms: 12_345 }));
+  assert.equal(limited.retry, true);
+  assert.equal(limited.retryAfterMs, 12_345);
+  const down = classifyFailure(new DestinationUnavailable('x', now + 30_000, 'down'));
+  assert.equal(down.retry, true);
+  assert.ok(down.retryAfterMs! > 29_000 && down.retryAfterMs! <= 30_000);
+});
 
 test('events go to every other server in the room, oldest first, at most 50 per transaction', () => withSetup(async ({ peer, db }) => {
   const srv = await startServer(db, peer);
