@@ -23,7 +23,7 @@ const pduCount = Number(process.argv[2] ?? 2000);
 const messages = Number(process.argv[3] ?? 30);
 const spacing = Number(process.argv[4] ?? 100);
 
-header(`federation: ingest of ${pduCount} PDUs, send-to-receive latency over ${messages} messages`, [
+await header(`federation: ingest of ${pduCount} PDUs, send-to-receive latency over ${messages} messages`, [
   'both servers in this process (test/federation-harness.ts), TLS on 127.0.0.1; the sending side shares the event loop',
 ]);
 

@@ -17,7 +17,7 @@ const roomCount = Number(process.argv[2] ?? 500);
 const msgCount = Number(process.argv[3] ?? 20);
 const runs = Number(process.argv[4] ?? 5);
 
-header(`initial /sync: a user in ${roomCount} rooms × ${msgCount} messages`, [
+await header(`initial /sync: a user in ${roomCount} rooms × ${msgCount} messages`, [
   'in-process server (test/harness.ts) on a fresh database; timed over HTTP on 127.0.0.1, body fully read (not parsed)',
 ]);
 

@@ -23,7 +23,7 @@ const claimCount = Number(process.argv[4] ?? 100);
 const runs = Number(process.argv[5] ?? 5);
 const OTKS = runs + 3;
 
-header(`E2EE keys: /keys/query ${users} users × ${perUser} devices, /keys/claim ${claimCount} devices`, [
+await header(`E2EE keys: /keys/query ${users} users × ${perUser} devices, /keys/claim ${claimCount} devices`, [
   'first = first request after the uploads; median over the following runs (each /keys/claim run takes a fresh one-time key per device)',
 ]);
 

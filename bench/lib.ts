@@ -12,7 +12,7 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync, existsSync, readdirSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { findSourceMap, SourceMap } from 'node:module';
-import { tmpdir, cpus } from 'node:os';
+import { tmpdir, cpus, loadavg } from 'node:os';
 import path from 'node:path';
 import { createServer } from 'node:net';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -362,17 +362,51 @@ export const ms = (x: number, digits = 1) => (Number.isFinite(x) ? `${x.toFixed(
 export const kb = (bytes: number, digits = 1) => `${(bytes / 1024).toFixed(digits)} KB`;
 export const mb = (bytes: number, digits = 1) => `${(bytes / (1024 * 1024)).toFixed(digits)} MB`;
 
-/** Prints the benchmark title, the exact command line, the database and the machine. */
-export function header(title: string, notes: string[] = []): void {
+/** Busy fraction of the whole machine (all cores, 0..1) over `ms`, from /proc/stat. */
+export async function machineBusy(ms = 1000): Promise<number> {
+  const read = () => {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    const idle = f[3] + (f[4] ?? 0);
+    return { idle, total: f.reduce((a, b) => a + b, 0) };
+  };
+  const a = read();
+  await sleep(ms);
+  const b = read();
+  return b.total > a.total ? 1 - (b.idle - a.idle) / (b.total - a.total) : 0;
+}
+
+/**
+ * Other work on this machine (test suites of other sessions) skews timings: wait (bounded by
+ * BENCH_QUIET_WAIT seconds, default 180) for 3 consecutive seconds under 15% busy, and say what was seen.
+ */
+export async function waitQuietMachine(): Promise<string> {
+  const maxSec = Number(process.env.BENCH_QUIET_WAIT ?? 180);
+  const until = Date.now() + maxSec * 1000;
+  let quiet = 0;
+  let last = 0;
+  while (Date.now() < until) {
+    last = await machineBusy(1000);
+    quiet = last < 0.15 ? quiet + 1 : 0;
+    if (quiet >= 3) return `machine quiet before start (${(last * 100).toFixed(0)}% busy)`;
+  }
+  return `MACHINE BUSY before start: ${(last * 100).toFixed(0)}% of all cores used by other processes after waiting ${maxSec} s; timings are skewed upwards`;
+}
+
+/** Prints the benchmark title, the exact command line, the database and the machine (after waiting for a quiet machine). */
+export async function header(title: string, notes: string[] = [], opts: { database?: boolean } = {}): Promise<void> {
+  const quiet = await waitQuietMachine();
   const script = path.relative(ROOT, process.argv[1] ?? '');
   const env = PG_URL ? `BENCH_DATABASE_URL=${PG_URL} ` : '';
   const prof = PROFILE ? 'BENCH_PROFILE=1 ' : '';
   const sync = process.env.BENCH_SQLITE_SYNC ? `BENCH_SQLITE_SYNC=${process.env.BENCH_SQLITE_SYNC} ` : '';
   console.log(`\n## ${title}`);
   console.log(`command:  ${env}${prof}${sync}node ${process.execArgv.join(' ')} ${script} ${process.argv.slice(2).join(' ')}`.replace(/\s+$/, ''));
-  console.log(`database: ${DB_LABEL}${PG_URL ? '' : ` (synchronous=${process.env.BENCH_SQLITE_SYNC ?? 'full'} for server processes)`}; machine: ${cpus().length} cores (${cpus()[0]?.model.trim()}), node ${process.version}; ${new Date().toISOString()}`);
+  const database = opts.database === false ? 'none' : `${DB_LABEL}${PG_URL ? ` (${PG_URL}, a fresh database per run)` : ` (synchronous=${process.env.BENCH_SQLITE_SYNC ?? 'full'} for server processes)`}`;
+  console.log(`database: ${database}; machine: ${cpus().length} cores (${cpus()[0]?.model.trim()}), node ${process.version}; ${new Date().toISOString()}`);
+  console.log(`load:     ${quiet}; load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
   for (const n of notes) console.log(`note:     ${n}`);
   console.log('');
+  process.once('beforeExit', () => console.log(`(load average at the end: ${loadavg().map((x) => x.toFixed(2)).join(' ')})`));
 }
 
 /** A plain text table, columns padded; numbers right-aligned. */

@@ -18,7 +18,7 @@ const runs = Number(process.argv[2] ?? 5);
 const cli = path.join(ROOT, 'dist/src/cli.js');
 if (!existsSync(cli)) throw new Error('dist/src/cli.js missing: run `npm run build` first');
 
-header(`start-up: node dist/src/cli.js start → first /versions answer (${runs} runs)`, [
+await header(`start-up: node dist/src/cli.js start → first /versions answer (${runs} runs)`, [
   'no config file: LATTICE_DATA_DIR=<fresh temp dir>, LATTICE_LISTEN=127.0.0.1:<free port>, LATTICE_LOG_LEVEL=warn' + (PG_URL ? ', LATTICE_DATABASE_URL=<fresh database>' : ' (SQLite in the data dir)'),
 ]);
 

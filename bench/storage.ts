@@ -14,7 +14,7 @@ import { createUser, freshDatabase, header, kb, mapLimit, mb, startInProcess, ta
 
 const count = Number(process.argv[2] ?? 10_000);
 
-header(`storage: bytes per message event (${count} messages in one room)`, [
+await header(`storage: bytes per message event (${count} messages in one room)`, [
   'messages: {"msgtype":"m.text","body":"message <n>: the quick brown fox jumps over the lazy dog"} from 2 senders, one room, room version default',
 ]);
 

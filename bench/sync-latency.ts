@@ -21,7 +21,7 @@ const messages = Number(process.argv[3] ?? 20);
 const spacing = Number(process.argv[4] ?? (receivers > 200 ? 1000 : 200));
 const OTHER_ROOM_WRITES = 5;
 
-header(`sync wake latency: ${receivers} receivers, ${messages} messages spaced ${spacing} ms`, [
+await header(`sync wake latency: ${receivers} receivers, ${messages} messages spaced ${spacing} ms`, [
   'latency = just before PUT /send → the receiver\'s /sync response body fully read (client and server share this 2-core machine)',
   'the server process loads bench/server-hook.mjs, which counts knex queries (one Map update per query)',
 ]);

@@ -22,7 +22,7 @@ const limits = readFileSync('/proc/self/limits', 'utf8');
 const nofile = Number(/Max open files\s+(\d+)/.exec(limits)?.[1] ?? 1024);
 const parked = Math.min(wanted, Math.max(100, nofile - 2000));
 
-header(`memory per parked /sync long-poll: ${parked} parked from ${userCount} users`, [
+await header(`memory per parked /sync long-poll: ${parked} parked from ${userCount} users`, [
   `ulimit -n = ${nofile}${parked < wanted ? ` — SCALED DOWN from ${wanted} to ${parked} parked requests (each side needs one fd per connection)` : ''}`,
   'server memory measured after two full GCs (node --expose-gc, bench/server-hook.mjs); one keep-alive connection per parked request',
 ]);

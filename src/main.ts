@@ -138,6 +138,7 @@ export async function buildServices(config: Config, logger: Logger, opts: BuildO
   const federationReceiver = new FederationReceiver(db, roomData, stores.events, received, keyRing, federationClient, config.server_name, logger);
   const federatedMembership = new FederatedMembership(roomData, stores.events, persister, received, federationReceiver, federationClient, keyRing, config.server_name, () => serverKeys.signingKey, logger);
   if (config.federation.enabled) {
+    roomReads.backfill = (room, limit) => federationReceiver.backfill(room, limit);
     rooms.federation = {
       joinRemote: (userId, roomId, servers, content) => federatedMembership.joinRemote(userId, roomId, servers, content),
       signInvite: (room, invite, stripped) => federatedMembership.signInviteRemotely(room, invite, stripped),

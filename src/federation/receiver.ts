@@ -85,6 +85,64 @@ export class FederationReceiver {
     }
   }
 
+  /**
+   * Fetches history older than the oldest events we have (GET /backfill from a server in the
+   * room) and places it below every live event. Returns how many events were added.
+   */
+  async backfill(room: RoomInfo, limit: number): Promise<number> {
+    const oldest = await this.store.oldestEvents(room.nid, 5);
+    if (!oldest.length) return 0;
+    const stored = await this.data.fromRows(oldest);
+    const prevIds = [...new Set(stored.flatMap((e) => prevIdsOf(e.pdu)))];
+    const known = await this.data.eventsMap(prevIds);
+    const missing = prevIds.filter((id) => !known.get(id) || known.get(id)!.outlier);
+    if (!missing.length) return 0;
+    const servers = [...new Set((await this.data.joinedMembers(room)).map((m) => domainOf(m.user_id)).filter((x): x is string => !!x && x !== this.serverName))];
+    // The state before our earliest event stands in for the state of what came before it (history
+    // visibility then judges the backfilled events by the room's settings at that point).
+    const earliest = stored[0];
+    const baseState = new Map(await this.data.stateOfGroup(earliest.stateGroup));
+    const ownKey = eventStateKey(earliest.pdu);
+    if (ownKey && baseState.get(ownKey) === earliest.eventId) {
+      if (earliest.replacesState) baseState.set(ownKey, earliest.replacesState);
+      else baseState.delete(ownKey);
+    }
+    for (const server of servers) {
+      let res: { pdus?: unknown[] };
+      try {
+        res = await this.client.request(server, 'GET', `/_matrix/federation/v1/backfill/${encodeURIComponent(room.roomId)}`, { query: { v: missing, limit: String(limit) } });
+      } catch (err) {
+        this.logger.info({ server, err: (err as Error).message }, 'backfill failed');
+        continue;
+      }
+      const pdus = (Array.isArray(res.pdus) ? res.pdus : []).filter(isPlainObject) as PDU[];
+      pdus.sort((a, b) => a.depth - b.depth);
+      let added = 0;
+      for (const raw of pdus) {
+        try {
+          const { pdu, eventId } = await checkReceivedPdu(raw, room.version, this.keys);
+          if (pdu.room_id !== room.roomId) continue;
+          const existing = await this.data.event(eventId);
+          if (existing && !existing.outlier) continue;
+          const authEvents = await this.authEventsOf(room, server, pdu);
+          let rejected: string | null = null;
+          try {
+            checkAuth(pdu, authStateFromEvents([...authEvents.values()], await this.createEventOf(room, authEvents)), room.version, { authEvents: [...authEvents.values()] });
+          } catch (err) {
+            if (!(err instanceof AuthError)) throw err;
+            rejected = err.reason;
+          }
+          await this.received.place(room, pdu, { stateBefore: baseState, rejectedReason: rejected, backfilled: true });
+          if (!rejected) added++;
+        } catch (err) {
+          this.logger.info({ server, err: (err as Error).message }, 'backfilled event not accepted');
+        }
+      }
+      if (added) return added;
+    }
+    return 0;
+  }
+
   /** The id a rejected PDU is reported under: its reference hash when the room version is known. */
   private async guessEventId(raw: unknown): Promise<string> {
     if (!isPlainObject(raw)) return '';

@@ -42,6 +42,9 @@ export function matchesEventFilter(ev: StoredEvent, f: EventFilterSpec | undefin
 }
 
 export class RoomReads {
+  /** Fetches older history from other servers when a client pages past what we have (federation). */
+  backfill: ((room: RoomInfo, limit: number) => Promise<number>) | null = null;
+
   constructor(private readonly data: RoomData, private readonly store: EventsStore, private readonly visibility: Visibility) {}
 
   async requireRoom(roomId: string): Promise<RoomInfo> {
@@ -131,7 +134,12 @@ export class RoomReads {
   }
 
   /** GET /rooms/{roomId}/messages */
-  async messages(viewer: Viewer, roomId: string, opts: { from?: string; to?: string; dir: 'b' | 'f'; limit: number; filter?: EventFilterSpec }): Promise<{ chunk: ClientEvent[]; start: string; end?: string; state?: ClientEvent[] }> {
+  private async storedFromClient(ids: string[]): Promise<StoredEvent[]> {
+    const m = await this.data.eventsMap(ids);
+    return ids.map((id) => m.get(id)).filter((e): e is StoredEvent => !!e);
+  }
+
+  async messages(viewer: Viewer, roomId: string, opts: { from?: string; to?: string; dir: 'b' | 'f'; limit: number; filter?: EventFilterSpec; noBackfill?: boolean }): Promise<{ chunk: ClientEvent[]; start: string; end?: string; state?: ClientEvent[] }> {
     const room = await this.requireRoom(roomId);
     const st = await this.visibility.status(room, viewer.userId);
     if (!st.membership && !(await this.visibility.isWorldReadable(room))) throw forbidden('You are not in this room');
@@ -172,6 +180,21 @@ export class RoomReads {
           cursor = { depth: e.depth, stream: e.stream! };
           exhausted = false;
           break;
+        }
+      }
+    }
+    if (exhausted && opts.dir === 'b' && chunk.length < opts.limit && !room.isLocal && this.backfill && !opts.noBackfill) {
+      // Paged past the oldest event we have in a room joined from elsewhere: fetch older history, then
+      // read on from where we stopped.
+      const added = await this.backfill(room, Math.max(opts.limit - chunk.length, 10)).catch(() => 0);
+      if (added) {
+        const more = await this.messages(viewer, roomId, { ...opts, from: topoToken(cursor.depth, cursor.stream), limit: opts.limit - chunk.length, noBackfill: true });
+        const rest = await this.storedFromClient(more.chunk.map((e) => e.event_id));
+        chunk.push(...rest);
+        if (more.end) {
+          const last = rest[rest.length - 1];
+          if (last) cursor = { depth: last.depth, stream: last.stream! };
+          exhausted = false;
         }
       }
     }

@@ -203,6 +203,12 @@ export class EventsStore {
     return query.limit(limit);
   }
 
+  /** The room's events of lowest depth that are part of the DAG (where backfill continues from). */
+  async oldestEvents(roomNid: number, limit: number, q: Knex = this.db): Promise<EventRow[]> {
+    return q<EventRow>('events').where({ room_nid: roomNid, outlier: false }).whereNotNull('stream_ordering')
+      .orderBy([{ column: 'depth', order: 'asc' }, { column: 'stream_ordering', order: 'asc' }]).limit(limit);
+  }
+
   /** The newest event at or before a stream position (to turn a stream token into a topological one). */
   async lastEventAtOrBefore(roomNid: number, stream: number, q: Knex = this.db): Promise<EventRow | undefined> {
     return q<EventRow>('events').where({ room_nid: roomNid }).andWhere('stream_ordering', '<=', stream).whereNotNull('stream_ordering')

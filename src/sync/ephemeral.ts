@@ -151,7 +151,7 @@ export class Ephemeral {
   private async writePresence(userId: string, patch: { state?: string; statusMsg?: string | null; active?: boolean; synced?: boolean }): Promise<void> {
     if (!this.presenceEnabled) return;
     const now = Date.now();
-    const pos = await this.db.transaction(async (trx) => {
+    const written = await this.db.transaction(async (trx) => {
       const cur = await this.store.presence(userId, trx);
       const state = patch.state ?? cur?.state ?? 'offline';
       const statusMsg = patch.statusMsg !== undefined ? patch.statusMsg : cur?.status_msg ?? null;
@@ -169,9 +169,9 @@ export class Ephemeral {
       await this.store.upsertPresence(row, trx);
       return row;
     });
-    if (pos !== null) {
-      this.notifier.notify({ stream: 'presence', position: Number(pos.stream_id), userIds: [userId] });
-      await this.runHook('presence', () => this.hooks.presence?.(userId, pos));
+    if (written !== null) {
+      this.notifier.notify({ stream: 'presence', position: Number(written.stream_id), userIds: [userId] });
+      await this.runHook('presence', () => this.hooks.presence?.(userId, written));
     }
   }
 
