@@ -17,7 +17,7 @@ import { Agent, request } from 'undici';
 import { authEventTypesFor } from '../src/rooms/auth-rules.js';
 import { stateKey, type PDU } from '../src/rooms/event.js';
 import { eventIdOf, signEvent } from '../src/rooms/hashing.js';
-import { createUser, header, median, ms, percentile, profileInProcess, sleep, table, verdict, PG_URL, PROFILE } from './lib.js';
+import { loadProbe, createUser, header, median, ms, percentile, profileInProcess, sleep, table, verdict, PG_URL, PROFILE } from './lib.js';
 
 const pduCount = Number(process.argv[2] ?? 2000);
 const messages = Number(process.argv[3] ?? 30);
@@ -51,6 +51,7 @@ try {
   };
 
   // ---- 1. latency
+  const probe = loadProbe();
   let since = (await sync()).json.next_batch as string;
   const arrivals = new Map<number, number>();
   let polling = true;
@@ -118,6 +119,7 @@ try {
   const persisted = (await count1()) - before;
   const rate = persisted / elapsed;
   const p50 = median(lat);
+  console.log(probe.end());
   table(['figure', 'value', 'goal'], [
     [`ingest: PDUs persisted by hs1 / s (${pduCount} in transactions of 50, one at a time)`, `${rate.toFixed(0)} /s (${persisted} in ${elapsed.toFixed(2)} s)`, `≥ 1,000/s: ${verdict(rate >= 1000)}`],
     ['ingest: time per 50-PDU transaction p50 / max', `${ms(median(txnMs))} / ${ms(Math.max(...txnMs))}`, ''],

@@ -13,7 +13,7 @@ import { Pool } from 'undici';
 import { encodeBase64 } from '../src/crypto/base64.js';
 import { signJson, signingKeyFromSeed } from '../src/crypto/signing.js';
 import {
-  call, createUser, freshDatabase, header, mapLimit, median, ms, kb, printProfile, printQueries, startInProcess, startServerProcess,
+  call, loadProbe, createUser, freshDatabase, header, mapLimit, median, ms, kb, printProfile, printQueries, startInProcess, startServerProcess,
   table, verdict, waitIdle, type BenchUser,
 } from './lib.js';
 
@@ -89,6 +89,7 @@ try {
     };
     const rows: string[][] = [];
 
+    const probe = loadProbe([srv.pid]);
     // /keys/query
     await srv.control('queries-reset');
     const q1 = await timed('/_matrix/client/v3/keys/query', queryBody);
@@ -115,6 +116,7 @@ try {
     const cm = median(cTimes);
     rows.push([`/keys/claim ${claimCount} devices`, ms(c1.elapsed), ms(cm), kb(c1.text.length, 0), String(cq.total), `< 100 ms: ${verdict(cm < 100)}`]);
 
+    console.log(probe.end());
     table(['request', 'first', `median of ${runs}`, 'response', 'db queries (first)', 'goal'], rows);
     printQueries(qq, 1, '/keys/query');
     printQueries(cq, 1, '/keys/claim');

@@ -389,7 +389,43 @@ export async function waitQuietMachine(): Promise<string> {
     quiet = last < 0.15 ? quiet + 1 : 0;
     if (quiet >= 3) return `machine quiet before start (${(last * 100).toFixed(0)}% busy)`;
   }
+  if (maxSec <= 0) return 'machine load not checked (BENCH_QUIET_WAIT=0)';
   return `MACHINE BUSY before start: ${(last * 100).toFixed(0)}% of all cores used by other processes after waiting ${maxSec} s; timings are skewed upwards`;
+}
+
+/**
+ * Measures how much CPU other processes on the machine used while a measurement ran: call at the
+ * start, then `end()` → a note (cores used by processes other than this one, `pids` and, with
+ * PostgreSQL, the postgres processes).
+ */
+export function loadProbe(pids: number[] = []): { end(): string; others(): number } {
+  const jiffies = () => {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    return f.reduce((a, b) => a + b, 0) - f[3] - (f[4] ?? 0);
+  };
+  const own = () => {
+    let c = cpuSeconds(process.pid);
+    for (const p of pids) {
+      try {
+        c += cpuSeconds(p);
+      } catch { /* exited */ }
+    }
+    return c + (PG_URL ? postgresCpuSeconds() : 0);
+  };
+  const t0 = performance.now();
+  const j0 = jiffies();
+  const o0 = own();
+  const others = () => {
+    const sec = (performance.now() - t0) / 1000;
+    return Math.max(0, (jiffies() - j0) / CLK_TCK - (own() - o0)) / Math.max(sec, 0.001);
+  };
+  return {
+    others,
+    end: () => {
+      const o = others();
+      return `other processes used ${o.toFixed(2)} of ${cpus().length} cores during the measurement${o > 0.3 ? ' — SKEWED by other work on the machine' : ''}`;
+    },
+  };
 }
 
 /** Prints the benchmark title, the exact command line, the database and the machine (after waiting for a quiet machine). */

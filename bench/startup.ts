@@ -12,7 +12,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
-import { ensureProfiledBuild, freePort, freshDatabase, header, median, mb, ms, printProfile, rssBytes, sleep, table, verdict, PROFILE, ROOT, PG_URL, type BenchDatabase } from './lib.js';
+import { loadProbe, ensureProfiledBuild, freePort, freshDatabase, header, median, mb, ms, printProfile, rssBytes, sleep, table, verdict, PROFILE, ROOT, PG_URL, type BenchDatabase } from './lib.js';
 
 const runs = Number(process.argv[2] ?? 5);
 const cli = path.join(ROOT, 'dist/src/cli.js');
@@ -67,6 +67,7 @@ async function start(dataDir: string, database: BenchDatabase | undefined, opts:
 }
 
 // Reference points.
+const probe = loadProbe();
 const bare: number[] = [];
 const imports: number[] = [];
 for (let i = 0; i < runs; i++) {
@@ -91,6 +92,7 @@ for (let i = 0; i < runs; i++) {
     await database?.drop();
   }
 }
+console.log(probe.end() + ' (the servers started count as other processes here)');
 const m = median(fresh.map((s) => s.ms));
 const rss = median(fresh.map((s) => s.rss5s));
 table(['figure', `median of ${runs}`, 'min', 'max', 'goal'], [

@@ -17,7 +17,7 @@ import { stateKey, type PDU, type StateMap } from '../src/rooms/event.js';
 import { computeEventId, signEvent } from '../src/rooms/hashing.js';
 import { resolveState, type StateResContext } from '../src/rooms/state-res.js';
 import { getRoomVersion, type RoomVersion } from '../src/rooms/versions.js';
-import { header, median, ms, profileInProcess, table, verdict, PROFILE } from './lib.js';
+import { loadProbe, header, median, ms, profileInProcess, table, verdict, PROFILE } from './lib.js';
 
 const members = Number(process.argv[2] ?? 10_000);
 const runs = Number(process.argv[3] ?? 7);
@@ -85,6 +85,7 @@ function build(versionId: string): Built {
 }
 
 const rows: string[][] = [];
+const probe = loadProbe();
 for (const v of ['11', '12']) {
   let t = performance.now();
   const built = build(v);
@@ -121,4 +122,5 @@ for (const v of ['11', '12']) {
     for (const c of profCopies) run(c);
   });
 }
+console.log(probe.end());
 table(['state res', 'set-up', `median of ${runs} (fresh PDUs)`, 'min (fresh)', 'median (same objects)', 'outcome', 'goal'], rows);

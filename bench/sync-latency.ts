@@ -13,7 +13,7 @@
 import { Pool } from 'undici';
 import {
   call, cpuSeconds, createUser, freshDatabase, header, mapLimit, median, ms, openFiles, percentile, postgresCpuSeconds,
-  printProfile, printQueries, sleep, startInProcess, startServerProcess, table, verdict, waitIdle, PG_URL, type BenchUser,
+  loadProbe, printProfile, printQueries, sleep, startInProcess, startServerProcess, table, verdict, waitIdle, PG_URL, type BenchUser,
 } from './lib.js';
 
 const receivers = Number(process.argv[2] ?? 50);
@@ -116,6 +116,7 @@ try {
   phase = 'main';
   await srv.control('queries-reset');
   await srv.profileStart();
+  const probe = loadProbe([srv.pid]);
   const cpu0 = cpuSeconds(srv.pid);
   const pg0 = PG_URL ? postgresCpuSeconds() : 0;
   const sentAt: number[] = [];
@@ -136,6 +137,7 @@ try {
   const pg = PG_URL ? postgresCpuSeconds() - pg0 : 0;
   const profile = await srv.profileStop(`sync-latency-${receivers}`);
   const queries = await srv.control('queries 12');
+  const load = probe.end();
 
   const all: number[] = [];
   const perMessageMax: number[] = [];
@@ -172,6 +174,7 @@ try {
     [`early wakes from ${OTHER_ROOM_WRITES} writes to another room`, `${otherWakes} (${counts.otherEmpty} empty)`, `0: ${verdict(otherWakes === 0)}`],
     ['request errors', String(counts.errors), ''],
   ]);
+  console.log(load + '\n');
   printQueries(queries, messages * receivers, 'woken /sync (incl. the sends)');
   printProfile(profile, `server during ${messages} messages to ${receivers} receivers`);
   stopping = true;

@@ -53,7 +53,7 @@ import { createJobQueue } from './jobs/index.js';
 import { registerProcessors } from './jobs/processors.js';
 import { Notifier } from './sync/notifier.js';
 import { makeAuth } from './http/auth.js';
-import { RateLimiter } from './http/rate-limit.js';
+import { RateLimiter, rateLimit } from './http/rate-limit.js';
 import { createApp, type ApiRoutes } from './http/app.js';
 import type { Services } from './services.js';
 import { wellKnownRoutes, serverWellKnownRoutes } from './client-api/versions.js';
@@ -132,7 +132,12 @@ export async function buildServices(config: Config, logger: Logger, opts: BuildO
   const federationSender = config.federation.enabled
     ? new FederationSender(db, new OutboxStore(db), jobs, opts.federationTransport ?? new FederationClientTransport(federationClient), config.server_name, logger, opts.federationSender)
     : null;
-  if (federationSender) persister.hooks.push(federationSender);
+  if (federationSender) {
+    persister.hooks.push(federationSender);
+    // Inside the event's transaction: on a cache miss the read must use that transaction's connection.
+    federationSender.cachedJoinedServers = async (room, trx) =>
+      [...new Set((await roomData.joinedMembers(room, trx)).map((m) => m.user_id.slice(m.user_id.indexOf(':') + 1)))];
+  }
   // Incoming federation: PDU checks, gap filling, joins/invites/leaves as either side.
   const received = new ReceivedEvents(db, roomData, stores.events, stores.streams, notifier, persister);
   const federationReceiver = new FederationReceiver(db, roomData, stores.events, received, keyRing, federationClient, config.server_name, logger);
@@ -158,6 +163,7 @@ export async function buildServices(config: Config, logger: Logger, opts: BuildO
   const syncStore = new SyncStore(db);
   pushNotifications.readUpToLookup = async (userId, roomNids) => readUpToFromReceipts(await syncStore.receiptsOfUser(userId, roomNids));
   const syncWaiter = new SyncWaiter(notifier, await stores.streams.currentPositions(db));
+  pushRules.knownPosition = () => syncWaiter.current.push_rules;
   const syncService = new SyncService(roomData, stores.events, syncStore, stores.accountData, roomReads, visibility, syncWaiter);
   const ephemeral = new Ephemeral(db, syncStore, stores.streams, stores.events, roomData, notifier, accountData, config.presence.enabled, logger);
   syncService.ext.presenceEnabled = config.presence.enabled;
@@ -255,7 +261,10 @@ export function buildRoutes(s: Services): ApiRoutes {
   const metricsRegistry = new client.Registry();
   client.collectDefaultMetrics({ register: metricsRegistry });
   return {
-    client: [pushRulesRoutes(s), notificationsRoutes(s), keyRoutes(s), roomKeyRoutes(s), toDeviceRoutes(s), accountRoutes(s), deviceRoutes(s), profileRoutes(s, { profileChanged: (userId) => s.rooms.propagateProfile(userId) }), accountDataRoutes(s, { canAccessRoom: (userId, roomId) => s.rooms.hasMembership(userId, roomId) }), capabilitiesRoutes(s), roomRoutes(s), directoryRoutes(s), syncRoutes(s)],
+    client: [
+      // Every client request counts against its IP's bucket (login/registration have their own, stricter ones).
+      (r) => r.use(rateLimit(s.limiters.perIp, { enabled: s.config.rate_limits.enabled, exempt: new Set(), byIp: true })),
+      pushRulesRoutes(s), notificationsRoutes(s), keyRoutes(s), roomKeyRoutes(s), toDeviceRoutes(s), accountRoutes(s), deviceRoutes(s), profileRoutes(s, { profileChanged: (userId) => s.rooms.propagateProfile(userId) }), accountDataRoutes(s, { canAccessRoom: (userId, roomId) => s.rooms.hasMembership(userId, roomId) }), capabilitiesRoutes(s), roomRoutes(s), directoryRoutes(s), syncRoutes(s)],
     rooted: {
       client: [wellKnownRoutes(s), dehydratedDeviceRoutes(s), roomSummaryUnstableRoutes(s)],
       federation: [serverWellKnownRoutes(s), federationTransportRoutes(s), federationRoomRoutes({

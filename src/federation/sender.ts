@@ -154,6 +154,9 @@ export class FederationSender implements PersistHooks {
   }
 
   /** Replaces the transport (e.g. once the federation client is built). */
+  /** Servers with joined members, from a cache (RoomData's member lists); wired in main.ts. */
+  cachedJoinedServers: ((room: RoomInfo, trx: Knex) => Promise<string[]>) | null = null;
+
   setTransport(transport: TransactionTransport): void {
     this.transport = transport;
   }
@@ -169,7 +172,10 @@ export class FederationSender implements PersistHooks {
   async inTransaction(trx: Knex, ev: StoredEvent, room: RoomInfo, _stateBefore: StateMap): Promise<void> {
     const pdu = ev.pdu;
     if (serverOf(pdu.sender) !== this.serverName) return;
-    const servers = new Set(await this.store.joinedServers(room.nid, trx));
+    // The room's servers from the cached member list when the event does not change membership.
+    const servers = new Set(this.cachedJoinedServers && pdu.type !== 'm.room.member'
+      ? await this.cachedJoinedServers(room, trx)
+      : await this.store.joinedServers(room.nid, trx));
     if (pdu.type === 'm.room.member' && typeof pdu.state_key === 'string') {
       const m = pdu.content?.membership;
       const target = serverOf(pdu.state_key);

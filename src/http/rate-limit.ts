@@ -33,13 +33,18 @@ export class RateLimiter {
   }
 }
 
-export interface RateLimitOptions { enabled: boolean; exempt: ReadonlySet<string> }
+export interface RateLimitOptions {
+  enabled: boolean;
+  exempt: ReadonlySet<string>;
+  /** Key by client IP even when a user is authenticated. */
+  byIp?: boolean;
+}
 
 /** Limits by the authenticated user when there is one, else by client IP. */
 export function rateLimit(limiter: RateLimiter, opts: RateLimitOptions): Middleware {
   return async (ctx, next) => {
     if (opts.enabled) {
-      const userId = (ctx.state.requester as { userId?: string; isAdmin?: boolean } | undefined)?.userId;
+      const userId = opts.byIp ? undefined : (ctx.state.requester as { userId?: string; isAdmin?: boolean } | undefined)?.userId;
       if (!userId || !opts.exempt.has(userId)) {
         const wait = limiter.take(userId ?? `ip:${ctx.ip}`);
         if (wait > 0) throw limitExceeded(wait);

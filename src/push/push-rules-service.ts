@@ -118,14 +118,14 @@ export class PushRulesService {
 
   /** Compiled rulesets of several users, for evaluation. Pass the transaction when inside one. */
   async compiledFor(userIds: readonly string[], q: Knex = this.db): Promise<Map<string, CompiledRuleset>> {
-    const cached = await this.cachedFor(userIds, q);
+    const cached = await this.cachedFor(userIds, q, true);
     const out = new Map<string, CompiledRuleset>();
     for (const [u, c] of cached) out.set(u, c.compiled);
     return out;
   }
 
-  private async cachedFor(userIds: readonly string[], q: Knex): Promise<Map<string, CachedRuleset>> {
-    await this.refresh(q);
+  private async cachedFor(userIds: readonly string[], q: Knex, hotPath = false): Promise<Map<string, CachedRuleset>> {
+    await this.refresh(q, hotPath);
     const out = new Map<string, CachedRuleset>();
     const missing: string[] = [];
     for (const u of userIds) {
@@ -149,7 +149,16 @@ export class PushRulesService {
   }
 
   /** Drops cached rulesets changed by any process since the cache was last synchronised. */
-  private async refresh(q: Knex): Promise<void> {
+  /**
+   * The newest push_rules position this process has heard of (local commits and the Redis bus).
+   * When it equals what the cache reflects, nothing changed and no query is needed.
+   */
+  knownPosition: (() => number) | null = null;
+
+  private async refresh(q: Knex, hotPath = false): Promise<void> {
+    // Event persistence trusts the notifier's position (changes by other processes arrive over the
+    // Redis bus); reads for clients check the database.
+    if (hotPath && this.knownPosition && this.validUpTo >= 0 && this.knownPosition() <= this.validUpTo) return;
     // Concurrent callers outside transactions share one refresh; callers with their own connection
     // (a transaction) must not wait on a query that runs on another, so they refresh themselves.
     if (q === this.db) {

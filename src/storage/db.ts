@@ -26,8 +26,21 @@ export function openDatabase(opts: DbOptions): Knex {
       pool: {
         min: 1,
         max: 1,
-        afterCreate(conn: { pragma(s: string): unknown }, done: (err: Error | null, conn: unknown) => void) {
+        afterCreate(conn: { pragma(s: string): unknown; prepare(sql: string): unknown }, done: (err: Error | null, conn: unknown) => void) {
           try {
+            // knex prepares every statement anew; SQLite statements are reusable, so keep them per
+            // SQL text (bounded: whereIn lists of varying length make new texts).
+            const prepare = conn.prepare.bind(conn);
+            const statements = new Map<string, unknown>();
+            conn.prepare = (sql: string) => {
+              let st = statements.get(sql);
+              if (!st) {
+                st = prepare(sql);
+                if (statements.size >= 2000) statements.clear();
+                statements.set(sql, st);
+              }
+              return st;
+            };
             conn.pragma('journal_mode = WAL');
             conn.pragma('busy_timeout = 5000');
             conn.pragma('foreign_keys = ON');
