@@ -13,6 +13,7 @@ import type { AccountData } from '../accounts/account-data.js';
 const MAX_TYPING_TIMEOUT_MS = 120_000;
 const PRESENCE_SYNC_TIMEOUT_MS = 30_000; // no sync for this long: offline
 const PRESENCE_IDLE_MS = 5 * 60_000; // no activity for this long: unavailable
+const PRESENCE_SYNC_TOUCH_MS = 10_000; // how stale last_sync_ts may get (well under the timeout)
 const REMOTE_PRESENCE_TIMEOUT_MS = 30 * 60_000; // a remote user not updated for this long: offline
 
 /** Called after a change committed; federation sends the changes of local users to other servers. */
@@ -25,6 +26,7 @@ export interface EphemeralHooks {
 
 export class Ephemeral {
   private sweeper: NodeJS.Timeout | null = null;
+  private readonly recentSyncs = new Map<string, number>();
   hooks: EphemeralHooks = {};
   /** Decides whose presence this server times out itself; others come from their servers (set with federation). */
   isLocalUser: (userId: string) => boolean = () => true;
@@ -194,6 +196,7 @@ export class Ephemeral {
   }
 
   async setPresence(userId: string, state: string, statusMsg: string | null | undefined): Promise<void> {
+    for (const k of [...this.recentSyncs.keys()]) if (k.startsWith(`${userId}|`)) this.recentSyncs.delete(k);
     if (!['online', 'offline', 'unavailable', 'busy'].includes(state)) throw new MatrixError(400, 'M_INVALID_PARAM', `Unknown presence ${state}`);
     await this.writePresence(userId, { state, statusMsg, active: state === 'online' });
   }
@@ -212,6 +215,13 @@ export class Ephemeral {
   /** /sync with set_presence: a syncing client keeps its user online (unless it says otherwise). */
   async onSync(userId: string, setPresence: string): Promise<void> {
     if (!this.presenceEnabled) return;
+    // A client syncing in a loop with the same presence changes nothing but the time of its last
+    // sync, which only needs to be fresher than the 30 s offline timeout: skip most of those writes.
+    const key = `${userId}|${setPresence}`;
+    const now = Date.now();
+    if ((this.recentSyncs.get(key) ?? 0) > now - PRESENCE_SYNC_TOUCH_MS) return;
+    if (this.recentSyncs.size > 100_000) this.recentSyncs.clear();
+    this.recentSyncs.set(key, now);
     if (setPresence === 'offline') {
       await this.writePresence(userId, { synced: true });
       return;

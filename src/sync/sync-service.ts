@@ -92,7 +92,8 @@ export class SyncService {
       // Only park when nothing is pending for this user; the build below decides, so try once first.
       const deadline = Date.now() + req.timeoutMs;
       let snapshot = { ...this.waiter.current };
-      let res = await this.build(req, since, snapshot);
+      // Nothing has moved since the client's token: park without reading anything.
+      let res = tokenEquals(since, snapshot) ? null : await this.build(req, since, snapshot);
       if (res) return res;
       while (Date.now() < deadline && !req.signal?.aborted) {
         // Anything committed while we were building moved `current`: look again before parking
