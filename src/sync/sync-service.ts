@@ -107,15 +107,26 @@ export class SyncService {
         if (res) return res;
       }
       // Up to what was examined, not `current`: a later change must not be skipped.
-      return this.emptyResponse(since, snapshot);
+      return this.emptyResponse(req, since, snapshot);
     }
     return (await this.build(req, since, { ...this.waiter.current }, true))!;
   }
 
-  private emptyResponse(since: SyncToken, upTo: SyncToken): Record<string, unknown> {
+  private async emptyResponse(req: SyncRequest, since: SyncToken, upTo: SyncToken): Promise<Record<string, unknown>> {
     const next = { ...upTo };
     next.to_device = since.to_device; // nothing delivered: keep the client's to-device position
-    return { next_batch: formatSyncToken(next), rooms: { join: {}, invite: {}, leave: {}, knock: {} }, account_data: { events: [] }, presence: { events: [] }, to_device: { events: [] }, device_lists: { changed: [], left: [] } };
+    const res: Record<string, unknown> = { next_batch: formatSyncToken(next), rooms: { join: {}, invite: {}, leave: {}, knock: {} }, account_data: { events: [] }, presence: { events: [] }, to_device: { events: [] }, device_lists: { changed: [], left: [] } };
+    await this.addKeyCounts(req, res);
+    return res;
+  }
+
+  /**
+   * Every response carries the device's key counts: claims by others move no stream, so a long-poll
+   * that times out is how a client learns that its one-time keys ran out or its fallback key was used.
+   */
+  private async addKeyCounts(req: SyncRequest, res: Record<string, unknown>): Promise<void> {
+    if (this.ext.oneTimeKeyCounts) res.device_one_time_keys_count = await this.ext.oneTimeKeyCounts(req.userId, req.deviceId);
+    if (this.ext.unusedFallbackKeyTypes) res.device_unused_fallback_key_types = await this.ext.unusedFallbackKeyTypes(req.userId, req.deviceId);
   }
 
   /**
@@ -272,8 +283,7 @@ export class SyncService {
       to_device: { events: toDevice },
       device_lists: deviceLists,
     };
-    if (this.ext.oneTimeKeyCounts) res.device_one_time_keys_count = await this.ext.oneTimeKeyCounts(req.userId, req.deviceId);
-    if (this.ext.unusedFallbackKeyTypes) res.device_unused_fallback_key_types = await this.ext.unusedFallbackKeyTypes(req.userId, req.deviceId);
+    await this.addKeyCounts(req, res);
     return res;
   }
 

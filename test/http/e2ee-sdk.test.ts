@@ -1,22 +1,15 @@
 // matrix-js-sdk with its real Rust crypto (matrix-sdk-crypto-wasm) against the server: device and
 // one-time keys, cross-signing bootstrap and reset (UIA), key backup, secret storage and a dehydrated
-// device. Encrypted room messaging needs rooms and /sync and is tested with them.
+// device. Encrypted room messaging, device-list tracking and backup restore are in
+// e2ee-messaging.test.ts.
 import 'fake-indexeddb/auto';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { ClientEvent, MatrixEvent, createClient, type MatrixClient } from 'matrix-js-sdk';
-import type { AuthDict, UIAuthCallback } from 'matrix-js-sdk';
-import { LoggerLevel, Tracing } from '@matrix-org/matrix-sdk-crypto-wasm';
+import type { MatrixClient } from 'matrix-js-sdk';
 import { startTestServer, api, registerUser, type TestServer } from '../harness.js';
+import { cryptoClient as sdkCryptoClient, flushOutgoing, loginDevice, passwordUia, startSyncing, unrefLongTimers, type Login } from '../sdk.js';
 
-// matrix-js-sdk arms a 60 s abort timer for each crypto request and never clears it; such timers
-// must not keep the test process alive once the tests are done.
-const realSetTimeout = globalThis.setTimeout;
-globalThis.setTimeout = ((fn: (...a: unknown[]) => void, ms?: number, ...args: unknown[]) => {
-  const t = realSetTimeout(fn, ms, ...args);
-  if ((ms ?? 0) >= 60_000) t.unref();
-  return t;
-}) as typeof setTimeout;
+unrefLongTimers();
 
 let srv: TestServer;
 const clients: MatrixClient[] = [];
@@ -26,60 +19,12 @@ after(async () => {
   await srv?.stop();
 });
 
-type Login = Awaited<ReturnType<typeof registerUser>>;
 const V3 = '/_matrix/client/v3';
 
 async function cryptoClient(u: Login, secretStorageKeys?: Map<string, Uint8Array>): Promise<MatrixClient> {
-  const client = createClient({
-    baseUrl: srv.url, accessToken: u.access_token, userId: u.user_id, deviceId: u.device_id,
-    cryptoCallbacks: secretStorageKeys && {
-      getSecretStorageKey: async ({ keys }) => {
-        for (const id of Object.keys(keys)) if (secretStorageKeys.has(id)) return [id, secretStorageKeys.get(id)!];
-        return null;
-      },
-      cacheSecretStorageKey: (id, _info, key) => { secretStorageKeys.set(id, key); },
-    },
-  });
+  const client = await sdkCryptoClient(srv.url, u, { secretStorageKeys });
   clients.push(client);
-  await client.initRustCrypto({ useIndexedDB: false });
-  // The SDK turns the Rust tracing on at debug level; tests want warnings only.
-  new Tracing(LoggerLevel.Warn).minLevel = LoggerLevel.Warn;
   return client;
-}
-
-/**
- * Until /sync exists, echo the client's own account-data writes back to it as sync would: secret
- * storage waits to see its `m.secret_storage.*` writes arrive before going on.
- */
-function echoAccountData(client: MatrixClient): void {
-  const put = client.setAccountData.bind(client);
-  client.setAccountData = (async (type: string, content: Record<string, unknown>) => {
-    const res = await put(type as never, content as never);
-    const ev = new MatrixEvent({ type, content });
-    client.store.storeAccountDataEvents([ev]);
-    client.emit(ClientEvent.AccountData, ev);
-    return res;
-  }) as typeof client.setAccountData;
-}
-
-/** Processes the Rust machine's outgoing requests (keys upload, queries) as a completed /sync would. */
-async function flushOutgoing(client: MatrixClient): Promise<void> {
-  const crypto = client.getCrypto() as unknown as { outgoingRequestsManager: { doProcessOutgoingRequests(): Promise<void> } };
-  await crypto.outgoingRequestsManager.doProcessOutgoingRequests();
-}
-
-/** The UIA callback an app gives bootstrapCrossSigning: try without auth, answer a challenge with the password. */
-function passwordUia(u: Login, seen: { challenges: number }): UIAuthCallback<void> {
-  return async (makeRequest) => {
-    try {
-      await makeRequest(null);
-    } catch (err) {
-      const e = err as { httpStatus?: number; data?: { session?: string; flows?: unknown } };
-      if (e.httpStatus !== 401 || !e.data?.flows) throw err;
-      seen.challenges++;
-      await makeRequest({ type: 'm.login.password', identifier: { type: 'm.id.user', user: u.user_id }, password: u.password, session: e.data.session } as AuthDict);
-    }
-  };
 }
 
 test('Rust crypto uploads device and one-time keys; another user downloads them', { timeout: 60_000 }, async () => {
@@ -173,7 +118,8 @@ test('Rust crypto sets up secret storage and a dehydrated device', { timeout: 60
   const bob = await registerUser(srv.url);
   const secretKeys = new Map<string, Uint8Array>();
   const client = await cryptoClient(alice, secretKeys);
-  echoAccountData(client);
+  // Secret storage waits to see its m.secret_storage.* writes come back through /sync.
+  await startSyncing(client);
   const crypto = client.getCrypto()!;
   await flushOutgoing(client);
   assert.equal(await crypto.isDehydrationSupported(), true);
@@ -197,9 +143,8 @@ test('Rust crypto sets up secret storage and a dehydrated device', { timeout: 60
   assert.deepEqual(listed.body.devices.map((d: { device_id: string }) => d.device_id), [alice.device_id]);
 
   // A new device of the user rehydrates it and reads its (empty) inbox.
-  const login = await api(srv.url, 'POST', `${V3}/login`, { body: { type: 'm.login.password', identifier: { type: 'm.id.user', user: alice.user_id }, password: alice.password } });
-  const second = await cryptoClient({ ...alice, access_token: login.body.access_token, device_id: login.body.device_id }, secretKeys);
-  echoAccountData(second);
+  const second = await cryptoClient(await loginDevice(srv.url, alice), secretKeys);
+  await startSyncing(second);
   await flushOutgoing(second);
   const rehydrated = await (second.getCrypto() as unknown as { dehydratedDeviceManager: { rehydrateDeviceIfAvailable(): Promise<boolean> } })
     .dehydratedDeviceManager.rehydrateDeviceIfAvailable();
