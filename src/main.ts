@@ -28,7 +28,6 @@ import { SyncWaiter } from './sync/waiter.js';
 import { SyncService } from './sync/sync-service.js';
 import { Ephemeral } from './sync/ephemeral.js';
 import { syncRoutes } from './client-api/sync.js';
-import { RedisBus } from './sync/redis-bus.js';
 import { jobQueuePrefix } from './jobs/index.js';
 import { Accounts } from './accounts/accounts.js';
 import { Uia } from './accounts/uia.js';
@@ -51,7 +50,7 @@ import { FederationSender, FederationClientTransport, type FederationSenderOptio
 import { OutboxStore } from './storage/outbox-store.js';
 import { createJobQueue } from './jobs/index.js';
 import { registerProcessors } from './jobs/processors.js';
-import { Notifier } from './sync/notifier.js';
+import { Notifier, type NotifierBus } from './sync/notifier.js';
 import { makeAuth } from './http/auth.js';
 import { RateLimiter, rateLimit } from './http/rate-limit.js';
 import { createApp, type ApiRoutes } from './http/app.js';
@@ -109,8 +108,9 @@ export async function buildServices(config: Config, logger: Logger, opts: BuildO
   });
   const keyRing = new KeyRing({ store: new FederationKeysStore(db), ownKeys: serverKeys, transport: federationClient, trustedKeyServers: fed.trusted_key_servers, logger });
   const notifier = new Notifier();
-  let bus: RedisBus | null = null;
+  let bus: NotifierBus | null = null;
   if (config.redis.url) {
+    const { RedisBus } = await import('./sync/redis-bus.js');
     bus = await RedisBus.connect(config.redis.url, jobQueuePrefix(config), logger);
     notifier.attachBus(bus);
   }
@@ -127,7 +127,7 @@ export async function buildServices(config: Config, logger: Logger, opts: BuildO
   const pushRules = new PushRulesService(db, pushStore, stores.streams, notifier, {}, logger);
   const pushNotifications = new PushNotifications(db, pushStore, roomData);
   persister.hooks.push(new BulkPushEvaluator(roomData, stores.events, pushStore, pushRules, config.server_name, logger));
-  const jobs = createJobQueue(config, logger);
+  const jobs = await createJobQueue(config, logger);
   // Outgoing federation: outbox rows written in each event's transaction, drained by federation-send jobs.
   const federationSender = config.federation.enabled
     ? new FederationSender(db, new OutboxStore(db), jobs, opts.federationTransport ?? new FederationClientTransport(federationClient), config.server_name, logger, opts.federationSender)

@@ -2,7 +2,6 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
-import { BullMqJobQueue } from './bullmq-queue.js';
 import { InProcessJobQueue } from './in-process-queue.js';
 import type { JobQueue, RetryPolicy } from './queue.js';
 
@@ -20,8 +19,12 @@ export function jobQueuePrefix(config: Pick<Config, 'server_name' | 'database'>)
   return `lattice:${h}`;
 }
 
-export function createJobQueue(config: Pick<Config, 'server_name' | 'database' | 'redis'>, logger: Logger, retry: Partial<RetryPolicy> = {}): JobQueue {
+/** BullMQ (and its Redis client) are loaded only when Redis is configured: the embedded default starts faster and smaller. */
+export async function createJobQueue(config: Pick<Config, 'server_name' | 'database' | 'redis'>, logger: Logger, retry: Partial<RetryPolicy> = {}): Promise<JobQueue> {
   const log = logger.child({ module: 'jobs' });
-  if (config.redis.url) return new BullMqJobQueue({ url: config.redis.url, prefix: jobQueuePrefix(config), ...retry }, log);
+  if (config.redis.url) {
+    const { BullMqJobQueue } = await import('./bullmq-queue.js');
+    return new BullMqJobQueue({ url: config.redis.url, prefix: jobQueuePrefix(config), ...retry }, log);
+  }
   return new InProcessJobQueue(log, retry);
 }
