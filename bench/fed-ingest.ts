@@ -100,12 +100,19 @@ try {
     prev = [eventIdOf(signed, version)];
     pdus.push(signed);
   }
+  // hs1's queries during the ingest (knex 'query' events on its services.db).
+  const bySql = new Map<string, number>();
+  let counting = false;
+  hs1.hs.services.db.on('query', (q: { sql: string }) => {
+    if (counting) bySql.set(q.sql, (bySql.get(q.sql) ?? 0) + 1);
+  });
   const count1 = async () => Number(((await hs1.hs.services.db('events').where({ room_nid: room1.nid }).count({ n: '*' }).first()) as { n: number | string }).n);
   const before = await count1();
   const client = hs2.hs.services.federationClient;
   const errors: string[] = [];
   const txnMs: number[] = [];
   const t0 = performance.now();
+  counting = true;
   await profileInProcess(`hs1 ingesting ${pduCount} PDUs (both servers in this process)`, async () => {
     for (let i = 0; i < pdus.length; i += 50) {
       const batch = pdus.slice(i, i + 50);
@@ -116,6 +123,7 @@ try {
     }
   });
   const elapsed = (performance.now() - t0) / 1000;
+  counting = false;
   const persisted = (await count1()) - before;
   const rate = persisted / elapsed;
   const p50 = median(lat);
@@ -127,6 +135,9 @@ try {
     [`latency hs2 send → hs1 /sync, p50 (${lat.length}/${messages} arrived)`, ms(p50), `< 30 ms: ${verdict(p50 < 30)}`],
     ['latency p90 / max', `${ms(percentile(lat, 90))} / ${ms(Math.max(...lat))}`, ''],
   ]);
+  const totalQ = [...bySql.values()].reduce((a, b) => a + b, 0);
+  console.log(`hs1 database queries while ingesting: ${totalQ}, ${(totalQ / pduCount).toFixed(1)} per PDU; most frequent:`);
+  table(['per PDU', 'sql'], [...bySql].sort((a, b) => b[1] - a[1]).slice(0, 25).map(([sql, n]) => [(n / pduCount).toFixed(2), sql.length > 140 ? sql.slice(0, 137) + '...' : sql]));
   if (PROFILE) console.log('(the ingest profile above covers hs1 and hs2\'s sending side: both run in this process)');
 } finally {
   await agent.close();

@@ -167,6 +167,23 @@ export interface ServerProcess {
   stop(): Promise<void>;
 }
 
+/** Sends commands to bench/server-hook.mjs in process `pid` (started with BENCH_CTL=ctl). */
+export function controlChannel(ctl: string, pid: number): (cmd: string) => Promise<any> {
+  return async (cmd: string) => {
+    rmSync(`${ctl}.done`, { force: true });
+    writeFileSync(ctl, cmd);
+    process.kill(pid, 'SIGUSR2');
+    for (let i = 0; i < 1200; i++) {
+      if (existsSync(`${ctl}.done`)) {
+        const text = readFileSync(`${ctl}.done`, 'utf8');
+        if (text) return JSON.parse(text);
+      }
+      await sleep(25);
+    }
+    throw new Error(`server control ${cmd} timed out`);
+  };
+}
+
 let profiledBuild: string | undefined;
 
 /** The sources compiled with source maps into a temp dir (for profiles that point at .ts lines). */
@@ -239,19 +256,7 @@ ${opts.extraYaml ?? ''}`);
     child.kill('SIGKILL');
     throw new Error('server process did not start');
   }
-  const control = async (cmd: string): Promise<any> => {
-    rmSync(`${ctl}.done`, { force: true });
-    writeFileSync(ctl, cmd);
-    process.kill(child.pid!, 'SIGUSR2');
-    for (let i = 0; i < 1200; i++) {
-      if (existsSync(`${ctl}.done`)) {
-        const text = readFileSync(`${ctl}.done`, 'utf8');
-        if (text) return JSON.parse(text);
-      }
-      await sleep(25);
-    }
-    throw new Error(`server control ${cmd} timed out`);
-  };
+  const control = controlChannel(ctl, child.pid!);
   return {
     url,
     pid: child.pid!,
@@ -404,7 +409,10 @@ export function loadProbe(pids: number[] = []): { end(): string; others(): numbe
     return f.reduce((a, b) => a + b, 0) - f[3] - (f[4] ?? 0);
   };
   const own = () => {
-    let c = cpuSeconds(process.pid);
+    // This process, its children that exited (cutime + cstime), and the running `pids`.
+    const f = readFileSync('/proc/self/stat', 'utf8');
+    const fields = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    let c = cpuSeconds(process.pid) + (Number(fields[13]) + Number(fields[14])) / CLK_TCK;
     for (const p of pids) {
       try {
         c += cpuSeconds(p);
@@ -591,6 +599,90 @@ export async function profileInProcess<T>(title: string, fn: () => Promise<T>, e
 export function printQueries(q: { total: number; totalMs: number; top: [string, number, number][] }, per: number, unit: string): void {
   console.log(`database queries: ${q.total} in total (${ms(q.totalMs, 0)} from query() to result), ${(q.total / per).toFixed(1)} queries and ${ms(q.totalMs / per, 2)} per ${unit}; costliest:`);
   table(['count/' + unit, 'ms/' + unit, 'µs/query', 'sql'], q.top.map(([sql, n, t]) => [(n / per).toFixed(2), (t / per).toFixed(3), ((t * 1000) / n).toFixed(0), sql.length > 140 ? sql.slice(0, 137) + '...' : sql]));
+}
+
+/** Self size and count per kind of object of a V8 heap snapshot (objects by constructor, closures by name, others by type). */
+export function heapSummary(file: string): Map<string, { count: number; size: number }> {
+  const snap = JSON.parse(readFileSync(file, 'utf8')) as { snapshot: { meta: { node_fields: string[]; node_types: [string[]] } }; nodes: number[]; strings: string[] };
+  const f = snap.snapshot.meta.node_fields;
+  const width = f.length;
+  const iType = f.indexOf('type');
+  const iName = f.indexOf('name');
+  const iSize = f.indexOf('self_size');
+  const types = snap.snapshot.meta.node_types[0];
+  const out = new Map<string, { count: number; size: number }>();
+  for (let i = 0; i < snap.nodes.length; i += width) {
+    const type = types[snap.nodes[i + iType]];
+    const name = snap.strings[snap.nodes[i + iName]];
+    const key = type === 'object' ? name : type === 'closure' ? `closure ${name || '(anonymous)'}` : `(${type})`;
+    let e = out.get(key);
+    if (!e) out.set(key, (e = { count: 0, size: 0 }));
+    e.count++;
+    e.size += snap.nodes[i + iSize];
+  }
+  return out;
+}
+
+/**
+ * For objects of the `after` snapshot that are not in `before` (by id): their retainers, as
+ * "parent kind → edge name", counted and sized (each new object attributed to its first retainer).
+ */
+export function heapNewRetainers(before: string, after: string): Map<string, { count: number; size: number }> {
+  const load = (file: string) => JSON.parse(readFileSync(file, 'utf8')) as {
+    snapshot: { meta: { node_fields: string[]; node_types: [string[]]; edge_fields: string[]; edge_types: [string[]] } }; nodes: number[]; edges: number[]; strings: string[];
+  };
+  const a = load(before);
+  const nfA = a.snapshot.meta.node_fields;
+  const oldIds = new Set<number>();
+  for (let i = 0; i < a.nodes.length; i += nfA.length) oldIds.add(a.nodes[i + nfA.indexOf('id')]);
+  const b = load(after);
+  const nf = b.snapshot.meta.node_fields;
+  const ef = b.snapshot.meta.edge_fields;
+  const w = nf.length;
+  const ew = ef.length;
+  const [iType, iName, iId, iSize, iEdges] = ['type', 'name', 'id', 'self_size', 'edge_count'].map((f) => nf.indexOf(f));
+  const [eType, eName, eTo] = ['type', 'name_or_index', 'to_node'].map((f) => ef.indexOf(f));
+  const types = b.snapshot.meta.node_types[0];
+  const etypes = b.snapshot.meta.edge_types[0];
+  const kind = (i: number) => {
+    const t = types[b.nodes[i + iType]];
+    const n = b.strings[b.nodes[i + iName]];
+    return t === 'object' ? n : t === 'closure' ? `closure ${n || '(anonymous)'}` : `(${t})`;
+  };
+  const seen = new Set<number>();
+  const out = new Map<string, { count: number; size: number }>();
+  let e = 0;
+  for (let i = 0; i < b.nodes.length; i += w) {
+    const parentNew = !oldIds.has(b.nodes[i + iId]);
+    for (let k = 0; k < b.nodes[i + iEdges]; k++, e += ew) {
+      const et = etypes[b.edges[e + eType]];
+      if (et === 'weak' || et === 'shortcut') continue;
+      const to = b.edges[e + eTo];
+      if (seen.has(to) || oldIds.has(b.nodes[to + iId])) continue;
+      seen.add(to);
+      const name = et === 'element' || et === 'hidden' ? `[${et}]` : String(b.strings[b.edges[e + eName]] ?? b.edges[e + eName]);
+      const key = `${kind(to)} ← ${kind(i)}${parentNew ? '' : ' (old)'}.${name}`;
+      let r = out.get(key);
+      if (!r) out.set(key, (r = { count: 0, size: 0 }));
+      r.count++;
+      r.size += b.nodes[to + iSize];
+    }
+  }
+  return out;
+}
+
+/** Prints what grew between two heap snapshots, per unit (e.g. per parked request). */
+export function printHeapGrowth(before: string, after: string, per: number, unit: string, top = 25): void {
+  const a = heapSummary(before);
+  const b = heapSummary(after);
+  const rows = [...b].map(([k, e]) => ({ k, count: e.count - (a.get(k)?.count ?? 0), size: e.size - (a.get(k)?.size ?? 0) }))
+    .filter((r) => r.size > 0).sort((x, y) => y.size - x.size);
+  const total = rows.reduce((s, r) => s + r.size, 0);
+  console.log(`heap growth (self sizes, after a full GC): ${(total / per).toFixed(0)} B per ${unit}; by kind:`);
+  table(['kind (constructor / closure / type)', `objects per ${unit}`, `bytes per ${unit}`, 'share'], rows.slice(0, top).map((r) => [r.k, (r.count / per).toFixed(2), (r.size / per).toFixed(0), `${((100 * r.size) / total).toFixed(1)}%`]));
+  const ret = [...heapNewRetainers(before, after)].sort((x, y) => y[1].size - x[1].size).slice(0, top);
+  console.log(`new objects by first retainer (kind ← retaining kind.edge):`);
+  table(['new object ← retainer', `objects per ${unit}`, `bytes per ${unit}`], ret.map(([k, r]) => [k, (r.count / per).toFixed(2), (r.size / per).toFixed(0)]));
 }
 
 export function fileSize(file: string): number {

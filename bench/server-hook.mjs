@@ -5,12 +5,14 @@
 //   gc                two full GCs (needs --expose-gc), then process.memoryUsage()
 //   prof-start        start the V8 CPU profiler (200 µs sampling)
 //   prof-stop FILE    stop it and write the .cpuprofile to FILE
+//   heap-snapshot F   a full GC (with --expose-gc), then a V8 heap snapshot written to F
 //   queries-reset     zero the database query counters
 //   queries [N]       { total, totalMs, top: [[sql, count, ms], …] } since the last reset, the N
 //                     costliest first (every knex query of the process, counted and timed from
 //                     knex's Client.prototype.query to its result, by patching that method)
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
+import v8 from 'node:v8';
 import knex from 'knex';
 
 const ctl = process.env.BENCH_CTL;
@@ -44,6 +46,10 @@ if (ctl) {
           }
           result = process.memoryUsage();
         } else if (cmd === 'mem') {
+          result = process.memoryUsage();
+        } else if (cmd === 'heap-snapshot') {
+          if (typeof globalThis.gc === 'function') globalThis.gc();
+          v8.writeHeapSnapshot(arg);
           result = process.memoryUsage();
         } else if (cmd === 'queries-reset') {
           total = 0;

@@ -8,11 +8,11 @@
 //
 // Goals: start-up < 0.5 s; idle RSS < 70 MB.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
-import { loadProbe, ensureProfiledBuild, freePort, freshDatabase, header, median, mb, ms, printProfile, rssBytes, sleep, table, verdict, PROFILE, ROOT, PG_URL, type BenchDatabase } from './lib.js';
+import { loadProbe, startServerProcess, ensureProfiledBuild, freePort, freshDatabase, header, median, mb, ms, printProfile, rssBytes, sleep, table, verdict, PROFILE, ROOT, PG_URL, type BenchDatabase } from './lib.js';
 
 const runs = Number(process.argv[2] ?? 5);
 const cli = path.join(ROOT, 'dist/src/cli.js');
@@ -92,7 +92,7 @@ for (let i = 0; i < runs; i++) {
     await database?.drop();
   }
 }
-console.log(probe.end() + ' (the servers started count as other processes here)');
+console.log(probe.end());
 const m = median(fresh.map((s) => s.ms));
 const rss = median(fresh.map((s) => s.rss5s));
 table(['figure', `median of ${runs}`, 'min', 'max', 'goal'], [
@@ -103,6 +103,31 @@ table(['figure', `median of ${runs}`, 'min', 'max', 'goal'], [
   ['reference: node -e 0 (spawn → exit)', ms(median(bare), 0), ms(Math.min(...bare), 0), ms(Math.max(...bare), 0), ''],
   ['reference: node importing dist/src/main.js (spawn → exit)', ms(median(imports), 0), ms(Math.min(...imports), 0), ms(Math.max(...imports), 0), ''],
 ]);
+
+// Where the idle memory is: a server started the same way as the other benchmarks (config file,
+// bench/server-hook.mjs for process.memoryUsage()), 5 s idle, before and after a full GC.
+{
+  const database = PG_URL ? await freshDatabase() : undefined;
+  const srv = await startServerProcess({ databaseUrl: database?.url, control: true, nodeArgs: ['--expose-gc'], profile: false });
+  try {
+    await sleep(5000);
+    const idle = await srv.control('mem');
+    const rssIdle = rssBytes(srv.pid);
+    const gc = await srv.control('gc');
+    const rssGc = rssBytes(srv.pid);
+    const smaps = readFileSync(`/proc/${srv.pid}/smaps_rollup`, 'utf8');
+    const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(smaps)?.[1] ?? NaN) * 1024;
+    console.log('idle memory of a server process (5 s idle):');
+    table(['', 'RSS', 'V8 heap used', 'V8 heap total', 'external', 'array buffers'], [
+      ['idle', mb(rssIdle), mb(idle.heapUsed), mb(idle.heapTotal), mb(idle.external), mb(idle.arrayBuffers)],
+      ['after full GC', mb(rssGc), mb(gc.heapUsed), mb(gc.heapTotal), mb(gc.external), mb(gc.arrayBuffers)],
+    ]);
+    console.log(`RSS after GC: anonymous ${mb(field('Anonymous'))}, file-backed ${mb(field('Rss') - field('Anonymous'))} (node binary, shared libraries, better-sqlite3)\n`);
+  } finally {
+    await srv.stop();
+    await database?.drop();
+  }
+}
 
 if (PROFILE) {
   // One fresh start under --cpu-prof (source-mapped build), profile written at exit.

@@ -168,7 +168,7 @@ try {
     ['PUT /send latency p50 / max', `${ms(median(putMs))} / ${ms(Math.max(...putMs))}`, ''],
     ['server CPU per message (send + all wakes)', ms((cpu * 1000) / messages), ''],
     ['server CPU per woken /sync', ms((cpu * 1000) / Math.max(1, all.length), 3), ''],
-    ...(PG_URL ? [['postgres CPU per message', ms((pg * 1000) / messages)]] : []),
+    ...(PG_URL ? [['postgres CPU per message', ms((pg * 1000) / messages), '']] : []),
     ['deliveries missing after 30 s', String(missing), missing ? 'MISSES' : 'ok'],
     ['/sync responses without a message (main phase)', String(counts.mainWithout), ''],
     [`early wakes from ${OTHER_ROOM_WRITES} writes to another room`, `${otherWakes} (${counts.otherEmpty} empty)`, `0: ${verdict(otherWakes === 0)}`],

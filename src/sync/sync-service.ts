@@ -344,6 +344,8 @@ export class SyncService {
    * the start of the timeline. With use_state_after, the state at the end of the timeline instead.
    */
   private async roomState(req: SyncRequest, room: RoomInfo, tl: { stored: StoredEvent[]; limited: boolean; to: number }, since: number | undefined, upTo: number, f: RoomEventFilter | undefined): Promise<ClientEvent[]> {
+    // An incremental, unlimited timeline carries every state change itself.
+    if (since !== undefined && !req.fullState && !tl.limited && !req.useStateAfter) return [];
     let target: StateMap;
     if (req.useStateAfter) {
       const last = tl.stored[tl.stored.length - 1];
@@ -435,9 +437,13 @@ export class SyncService {
   /** device_lists.changed / left (spec: "Tracking the device list for a user"). */
   private async deviceLists(userId: string, memberships: Membership[], from: SyncToken, upTo: SyncToken, initial: boolean): Promise<{ changed: string[]; left: string[] }> {
     if (initial) return { changed: [], left: [] };
-    const joinedNids = memberships.filter((m) => m.membership === 'join').map((m) => m.room.nid);
+    // Nothing that could change device lists moved: no need to look at members at all.
+    if (upTo.device_lists <= from.device_lists && upTo.events <= from.events) return { changed: [], left: [] };
     const peers = new Set<string>();
-    for (const nid of joinedNids) for (const m of await this.events.members(nid, ['join'])) peers.add(m.user_id);
+    for (const m of memberships) {
+      if (m.membership !== 'join') continue;
+      for (const j of await this.data.joinedMembers(m.room)) peers.add(j.user_id);
+    }
     const changed = new Set<string>();
     if (this.ext.deviceListChanges && upTo.device_lists > from.device_lists) {
       for (const u of await this.ext.deviceListChanges(from.device_lists, upTo.device_lists)) if (peers.has(u) || u === userId) changed.add(u);
