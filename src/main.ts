@@ -167,6 +167,7 @@ export async function buildServices(config: Config, logger: Logger, opts: BuildO
   const syncService = new SyncService(roomData, stores.events, syncStore, stores.accountData, roomReads, visibility, syncWaiter);
   const ephemeral = new Ephemeral(db, syncStore, stores.streams, stores.events, roomData, notifier, accountData, config.presence.enabled, logger);
   syncService.ext.presenceEnabled = config.presence.enabled;
+  roomReads.ignoredUsers = (userId) => syncService.ignoredUsers(userId);
   // Another process redacted an event: drop our cached copy.
   notifier.subscribe((c) => {
     if (c.invalidateEvents) roomData.forget(c.invalidateEvents);

@@ -42,6 +42,9 @@ export function matchesEventFilter(ev: StoredEvent, f: EventFilterSpec | undefin
 }
 
 export class RoomReads {
+  /** Users the viewer ignores (m.ignored_user_list): their non-state events are hidden from them. */
+  ignoredUsers: ((userId: string) => Promise<ReadonlySet<string>>) | null = null;
+
   /** Fetches older history from other servers when a client pages past what we have (federation). */
   backfill: ((room: RoomInfo, limit: number) => Promise<number>) | null = null;
 
@@ -158,6 +161,7 @@ export class RoomReads {
     const cap = st.membership === 'leave' || st.membership === 'ban' ? st.membershipStream : undefined;
     const to = opts.to ? parsePageToken(opts.to) : undefined;
 
+    const ignored = this.ignoredUsers ? await this.ignoredUsers(viewer.userId) : new Set<string>();
     const chunk: StoredEvent[] = [];
     let cursor = from;
     let exhausted = false;
@@ -173,6 +177,7 @@ export class RoomReads {
       if (batch.length < rows.length) exhausted = true;
       batch = batch.filter((e) => !e.softFailed && !e.rejected);
       batch = await this.visibility.filter(viewer.userId, room, batch, st);
+      if (ignored.size) batch = batch.filter((e) => typeof e.pdu.state_key === 'string' || !ignored.has(e.pdu.sender));
       for (const e of batch) {
         if (!matchesEventFilter(e, opts.filter)) continue;
         chunk.push(e);

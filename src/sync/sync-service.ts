@@ -41,6 +41,8 @@ export interface SyncRequest {
   setPresence: 'online' | 'offline' | 'unavailable';
   useStateAfter: boolean;
   signal?: AbortSignal;
+  /** The user's ignored users, read once per request. */
+  ignored?: Promise<ReadonlySet<string>>;
 }
 
 interface Membership { room: RoomInfo; membership: string; stream: number; eventNid: number; forgotten: boolean }
@@ -222,6 +224,8 @@ export class SyncService {
       if (m.membership === 'invite' || m.membership === 'knock') {
         const ev = (await this.data.fromRows(await this.events.eventsByNids([m.eventNid])))[0];
         if (!ev) continue;
+        // Invites from ignored users are not shown.
+        if (m.membership === 'invite' && (await (req.ignored ??= this.ignoredUsers(req.userId))).has(ev.pdu.sender)) continue;
         const stateKeys = ['m.room.create', 'm.room.join_rules', 'm.room.name', 'm.room.avatar', 'm.room.canonical_alias', 'm.room.encryption', 'm.room.topic'].map((t) => stateKey(t, ''));
         stateKeys.push(stateKey('m.room.member', ev.pdu.sender));
         let stripped: unknown[];
@@ -301,6 +305,7 @@ export class SyncService {
   /** The timeline of one room between two stream positions (newest `limit` events, oldest first). */
   private async timeline(req: SyncRequest, room: RoomInfo, from: number, to: number, f: RoomEventFilter | undefined, initial: boolean) {
     const limit = Math.min(f?.limit ?? DEFAULT_TIMELINE_LIMIT, 1000);
+    const ignored = await (req.ignored ??= this.ignoredUsers(req.userId));
     const status = await this.visibility.status(room, req.userId);
     const picked: StoredEvent[] = [];
     let cursor = to;
@@ -314,6 +319,8 @@ export class SyncService {
       cursor = num(rows[rows.length - 1].stream_ordering) - 1;
       let batch = (await this.data.fromRows(rows)).filter((e) => !e.softFailed && !e.rejected && !e.outlier);
       batch = await this.visibility.filter(req.userId, room, batch, status);
+      // Ignored users' messages stay hidden (spec: "Ignoring Users"); state is kept so rooms stay coherent.
+      if (ignored.size) batch = batch.filter((e) => typeof e.pdu.state_key === 'string' || !ignored.has(e.pdu.sender));
       for (const e of batch) {
         if (!passesFilter(f, { type: e.pdu.type, sender: e.pdu.sender, content: e.pdu.content })) continue;
         if (picked.length === limit) {
@@ -471,6 +478,13 @@ export class SyncService {
     }
     for (const u of changed) left.delete(u);
     return { changed: [...changed], left: [...left] };
+  }
+
+  /** The user's m.ignored_user_list. */
+  async ignoredUsers(userId: string): Promise<ReadonlySet<string>> {
+    const content = await this.accountData.get(userId, '', 'm.ignored_user_list');
+    const users = content && typeof content.ignored_users === 'object' && content.ignored_users !== null ? Object.keys(content.ignored_users) : [];
+    return new Set(users);
   }
 
   dropCaches(userId: string): void {

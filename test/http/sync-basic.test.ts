@@ -116,3 +116,26 @@ test('bad input: malformed since, bad filter, other user filter, negative timeou
   assert.equal((await api(srv.url, 'GET', c('/_matrix/client/versions'.replace('/_matrix/client/v3', '')))).status, 404);
   assert.equal((await api(srv.url, 'GET', '/_matrix/client/versions')).status, 200);
 });
+
+test('ignored users: their messages and invites stop reaching the ignoring user', async () => {
+  const a = await registerUser(srv.url);
+  const b = await registerUser(srv.url);
+  const room = (await api(srv.url, 'POST', c('/createRoom'), { token: a.access_token, body: { preset: 'public_chat' } })).body.room_id;
+  await api(srv.url, 'POST', c(`/join/${enc(room)}`), { token: b.access_token, body: {} });
+  assert.equal((await api(srv.url, 'PUT', c(`/user/${enc(b.user_id)}/account_data/m.ignored_user_list`), { token: b.access_token, body: { ignored_users: { [a.user_id]: {} } } })).status, 200);
+  const s0 = (await api(srv.url, 'GET', c('/sync'), { token: b.access_token })).body.next_batch;
+  await api(srv.url, 'PUT', c(`/rooms/${enc(room)}/send/m.room.message/ig1`), { token: a.access_token, body: { msgtype: 'm.text', body: 'you will not see this' } });
+  await api(srv.url, 'PUT', c(`/rooms/${enc(room)}/send/m.room.message/ig2`), { token: b.access_token, body: { msgtype: 'm.text', body: 'but this' } });
+  const s1 = await api(srv.url, 'GET', c(`/sync?since=${s0}`), { token: b.access_token });
+  const bodies = s1.body.rooms.join[room].timeline.events.filter((e: any) => e.type === 'm.room.message').map((e: any) => e.content.body);
+  assert.deepEqual(bodies, ['but this']);
+  const msgs = await api(srv.url, 'GET', c(`/rooms/${enc(room)}/messages?dir=b&limit=20`), { token: b.access_token });
+  assert.ok(!msgs.body.chunk.some((e: any) => e.content?.body === 'you will not see this'));
+  // An invite from an ignored user does not show up.
+  const other = (await api(srv.url, 'POST', c('/createRoom'), { token: a.access_token, body: { invite: [b.user_id] } })).body.room_id;
+  const s2 = await api(srv.url, 'GET', c(`/sync?since=${s1.body.next_batch}`), { token: b.access_token });
+  assert.equal(s2.body.rooms.invite[other], undefined);
+  // a still sees both.
+  const am = await api(srv.url, 'GET', c(`/rooms/${enc(room)}/messages?dir=b&limit=20`), { token: a.access_token });
+  assert.ok(am.body.chunk.some((e: any) => e.content?.body === 'you will not see this'));
+});
