@@ -238,7 +238,11 @@ export class EventPersister {
     return stored;
   }
 
-  private async applyRedaction(trx: Knex, room: RoomInfo, redaction: PDU, redactionId: string, state: StateMap): Promise<void> {
+  /**
+   * Applies a redaction to its target when the rules allow it (spec: "Redactions"): the target's
+   * stored JSON becomes its redacted form. Used by the local send path and for received events.
+   */
+  async applyRedaction(trx: Knex, room: RoomInfo, redaction: PDU, redactionId: string, state: StateMap): Promise<void> {
     const targetId = redactsOf(redaction, room.version);
     if (!targetId) return;
     const target = await this.data.event(targetId, trx);

@@ -5,9 +5,8 @@ import type { Knex } from 'knex';
 import type { EventsStore } from '../storage/events-store.js';
 import type { StreamsStore } from '../storage/streams-store.js';
 import type { Notifier } from '../sync/notifier.js';
-import { authEventIds, eventStateKey, parseStateKey, stateKey, type PDU, type StateMap } from './event.js';
-import { eventIdOf, redactEvent, redactsOf } from './hashing.js';
-import { isRedactionApplicable } from './auth-rules.js';
+import { authEventIds, eventStateKey, parseStateKey, type PDU, type StateMap } from './event.js';
+import { eventIdOf } from './hashing.js';
 import { resolveState } from './state-res.js';
 import type { EventPersister } from './persist.js';
 import type { RoomData, RoomInfo, StoredEvent } from './room-data.js';
@@ -164,7 +163,7 @@ export class ReceivedEvents {
         }
         await this.applyCurrentState(room, current, currentGroup, position, trx);
 
-        if (pdu.type === 'm.room.redaction') await this.applyRedaction(room, pdu, eventId, opts.stateBefore, trx);
+        if (pdu.type === 'm.room.redaction') await this.persister.applyRedaction(trx, room, pdu, eventId, opts.stateBefore);
         for (const h of this.persister.hooks) await h.inTransaction?.(trx, stored!, room, opts.stateBefore);
       });
       if (fresh && stored && stored.stream !== null && !stored.rejected && !stored.softFailed && !opts.backfilled) {
@@ -244,18 +243,6 @@ export class ReceivedEvents {
       frontier = [...next];
     }
     return resolveState(room.version, sets, { getEvent: (id) => events.get(id), isRejected: (id) => rejected.has(id) });
-  }
-
-  private async applyRedaction(room: RoomInfo, redaction: PDU, redactionId: string, state: StateMap, trx: Knex): Promise<void> {
-    const targetId = redactsOf(redaction, room.version);
-    if (!targetId) return;
-    const target = await this.data.event(targetId, trx);
-    if (!target || target.roomNid !== room.nid || target.redactedBy) return;
-    const stateEvents = await this.data.stateEvents(state, [stateKey('m.room.power_levels', ''), stateKey('m.room.create', '')], trx);
-    const lookup = (type: string, key: string) => stateEvents.get(stateKey(type, key))?.pdu;
-    if (!isRedactionApplicable(redaction, target.pdu, lookup, room.version)) return;
-    await this.store.markRedacted(targetId, redactionId, JSON.stringify(redactEvent(target.pdu as unknown as Record<string, unknown>, room.version)), trx);
-    this.data.forget([targetId]);
   }
 }
 
