@@ -32,3 +32,20 @@ export function parseUserId(userId: string): { localpart: string; server: string
   const m = /^@([^:]+):(.+)$/.exec(userId);
   return m ? { localpart: m[1], server: m[2] } : null;
 }
+
+/** Splits a map keyed by user id into this server's users and the other servers' (by server name). */
+export function splitByServer<T>(byUser: Record<string, T>, ownServer: string): { local: Record<string, T>; remote: Map<string, Record<string, T>> } {
+  const local: Record<string, T> = {};
+  const remote = new Map<string, Record<string, T>>();
+  for (const [userId, value] of Object.entries(byUser)) {
+    const server = parseUserId(userId)?.server;
+    if (!server) continue;
+    if (server === ownServer) local[userId] = value;
+    else {
+      let forServer = remote.get(server);
+      if (!forServer) remote.set(server, (forServer = {}));
+      forServer[userId] = value;
+    }
+  }
+  return { local, remote };
+}

@@ -3,7 +3,7 @@
 // signatures. Remote users go through `RemoteKeys`, which federation supplies later.
 import type { Knex } from 'knex';
 import { MatrixError } from '../http/errors.js';
-import { parseUserId } from '../accounts/ids.js';
+import { parseUserId, splitByServer } from '../accounts/ids.js';
 import { canonicalJson } from '../crypto/canonical-json.js';
 import { bool } from '../storage/rows.js';
 import type { CrossSigningKeyRow, CrossSigningKeyType, E2eeStore, OneTimeKeyRow, SignatureRow } from '../storage/e2ee-store.js';
@@ -172,17 +172,7 @@ export class Keys {
    * server for federation, and servers that cannot be asked are listed in `failures`.
    */
   async query(requesterUserId: string, query: DeviceKeysQuery, timeoutMs = 10_000): Promise<KeysQueryResult> {
-    const local: DeviceKeysQuery = {};
-    const remote = new Map<string, DeviceKeysQuery>();
-    for (const [userId, devices] of Object.entries(query)) {
-      const server = parseUserId(userId)?.server;
-      if (!server) continue;
-      if (server === this.serverName) local[userId] = devices;
-      else {
-        if (!remote.has(server)) remote.set(server, {});
-        remote.get(server)![userId] = devices;
-      }
-    }
+    const { local, remote } = splitByServer(query, this.serverName);
     const result = await this.queryLocal(local, requesterUserId);
     await Promise.all([...remote].map(async ([server, q]) => {
       if (!this.remote) {
@@ -245,17 +235,7 @@ export class Keys {
 
   /** POST /keys/claim: local keys from the database, remote ones through federation. */
   async claim(claim: OneTimeKeysClaim, timeoutMs = 10_000): Promise<KeysClaimResult> {
-    const local: OneTimeKeysClaim = {};
-    const remote = new Map<string, OneTimeKeysClaim>();
-    for (const [userId, devices] of Object.entries(claim)) {
-      const server = parseUserId(userId)?.server;
-      if (!server) continue;
-      if (server === this.serverName) local[userId] = devices;
-      else {
-        if (!remote.has(server)) remote.set(server, {});
-        remote.get(server)![userId] = devices;
-      }
-    }
+    const { local, remote } = splitByServer(claim, this.serverName);
     const result: KeysClaimResult = { one_time_keys: await this.claimLocal(local), failures: {} };
     await Promise.all([...remote].map(async ([server, c]) => {
       if (!this.remote) {

@@ -3,7 +3,7 @@
 // deletes them once the client syncs with a later token.
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
-import { parseUserId } from '../accounts/ids.js';
+import { parseUserId, splitByServer } from '../accounts/ids.js';
 import { bool, num } from '../storage/rows.js';
 import type { DeviceInboxRow, E2eeStore } from '../storage/e2ee-store.js';
 import type { StreamsStore } from '../storage/streams-store.js';
@@ -42,17 +42,7 @@ export class ToDevice {
    * devices that do not exist are dropped.
    */
   async send(sender: { userId: string; deviceId: string }, type: string, txnId: string, messages: ToDeviceMessages): Promise<void> {
-    const local: ToDeviceMessages = {};
-    const remote = new Map<string, ToDeviceMessages>();
-    for (const [userId, devices] of Object.entries(messages)) {
-      const server = parseUserId(userId)?.server;
-      if (!server) continue;
-      if (server === this.serverName) local[userId] = devices;
-      else {
-        if (!remote.has(server)) remote.set(server, {});
-        remote.get(server)![userId] = devices;
-      }
-    }
+    const { local, remote } = splitByServer(messages, this.serverName);
     const now = Date.now();
     const outcome = await this.db.transaction(async (trx) => {
       const fresh = await this.store.insertToDeviceTxn({ user_id: sender.userId, device_id: sender.deviceId, event_type: type, txn_id: txnId, ts_added_ms: now }, trx);
