@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { startTestServer, api, registerUser, type TestServer } from '../harness.js';
 import { signJson, signingKeyFromSeed, type SigningKey } from '../../src/crypto/signing.js';
 import { encodeBase64 } from '../../src/crypto/base64.js';
+import { crossKey } from '../e2ee-fixtures.js';
 
 let srv: TestServer;
 before(async () => { srv = await startTestServer(); });
@@ -29,16 +30,6 @@ function device(userId: string, deviceId: string) {
   const otks = (ids: string[], extra: Record<string, unknown> = {}) =>
     Object.fromEntries(ids.map((id) => [`signed_curve25519:${id}`, signJson({ key: encodeBase64(randomBytes(32)), ...extra }, userId, key)]));
   return { key, ed, deviceKeys, otks };
-}
-
-/** A cross-signing key pair; its key id is `ed25519:<public key>`. */
-function crossKey(userId: string, usage: string, signer?: SigningKey) {
-  const seed = randomBytes(32);
-  const pub = encodeBase64(signingKeyFromSeed('tmp', seed).publicKey);
-  const key = signingKeyFromSeed(`ed25519:${pub}`, seed);
-  let json: Record<string, unknown> = { user_id: userId, usage: [usage], keys: { [`ed25519:${pub}`]: pub } };
-  if (signer) json = signJson(json, userId, signer);
-  return { key, pub, json };
 }
 
 function crossSigningSet(userId: string) {

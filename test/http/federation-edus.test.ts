@@ -5,8 +5,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { startFederation, fedApi, closeFedAgents, type Federation, type FedServer } from '../federation-harness.js';
-import { signJson, signingKeyFromSeed, type SigningKey } from '../../src/crypto/signing.js';
+import { signJson, signingKeyFromSeed } from '../../src/crypto/signing.js';
 import { encodeBase64 } from '../../src/crypto/base64.js';
+import { crossKey } from '../e2ee-fixtures.js';
 
 let fed: Federation;
 before(async () => {
@@ -81,15 +82,6 @@ function deviceKeys(userId: string, deviceId: string) {
   }, userId, key) as unknown as { keys: Record<string, string>; signatures: Signatures; [k: string]: unknown };
   const otks = (ids: string[]) => Object.fromEntries(ids.map((id) => [`signed_curve25519:${id}`, signJson({ key: encodeBase64(randomBytes(32)) }, userId, key)]));
   return { key, keys, otks };
-}
-
-function crossKey(userId: string, usage: string, signer?: SigningKey) {
-  const seed = randomBytes(32);
-  const pub = encodeBase64(signingKeyFromSeed('tmp', seed).publicKey);
-  const key = signingKeyFromSeed(`ed25519:${pub}`, seed);
-  let json: Record<string, unknown> = { user_id: userId, usage: [usage], keys: { [`ed25519:${pub}`]: pub } };
-  if (signer) json = signJson(json, userId, signer);
-  return { key, pub, json };
 }
 
 /** A signed transaction from `from` to `to`, as its federation sender would send it. */
