@@ -58,6 +58,22 @@ export function verifyBytes(publicKeyBase64: string, data: string | Uint8Array, 
   }
 }
 
+/**
+ * verifyBytes on libuv's thread pool: many signatures (a federation transaction's PDUs) are checked
+ * in parallel, off the event loop.
+ */
+export function verifyBytesAsync(publicKeyBase64: string, data: string | Uint8Array, signatureBase64: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    try {
+      const sig = decodeBase64(signatureBase64);
+      if (sig.length !== 64) return resolve(false);
+      verify(null, typeof data === 'string' ? Buffer.from(data, 'utf8') : data, publicKeyObject(publicKeyBase64), sig, (err, ok) => resolve(!err && ok));
+    } catch {
+      resolve(false);
+    }
+  });
+}
+
 type Signable = Record<string, unknown> & { signatures?: Record<string, Record<string, string>>; unsigned?: unknown };
 
 /** The bytes that are signed: canonical JSON without `signatures` and `unsigned`. */

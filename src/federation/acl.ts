@@ -1,5 +1,6 @@
 // Server ACLs (spec: "Server Access Control Lists"): m.room.server_acl decides which servers may
 // take part in a room.
+import type { Knex } from 'knex';
 import { stateKey, type StateMap } from '../rooms/event.js';
 import type { RoomData } from '../rooms/room-data.js';
 
@@ -19,9 +20,9 @@ export function aclAllows(content: Record<string, unknown> | undefined, server: 
   return allow.some((g) => globToRegExp(g).test(host));
 }
 
-export async function serverAllowedByAcl(data: RoomData, state: StateMap, server: string): Promise<boolean> {
+export async function serverAllowedByAcl(data: RoomData, state: StateMap, server: string, q?: Knex): Promise<boolean> {
   const id = state.get(stateKey('m.room.server_acl', ''));
   if (!id) return true;
-  const ev = await data.event(id);
+  const ev = await data.event(id, q);
   return aclAllows(ev?.pdu.content, server);
 }

@@ -2,7 +2,7 @@
 // PDU"): format and size, signatures, content hash. Auth checks follow in the receiver.
 import { canonicalJson } from '../crypto/canonical-json.js';
 import { isPlainObject, isValidUserId, type PDU } from '../rooms/event.js';
-import { checkContentHash, eventIdOf, redactEvent, requiredSignatureServers, verifyEventSignature } from '../rooms/hashing.js';
+import { checkContentHash, eventIdOf, redactEvent, requiredSignatureServers, verifyEventSignatureAsync } from '../rooms/hashing.js';
 import type { RoomVersion } from '../rooms/versions.js';
 import type { KeyLookup } from './interfaces.js';
 
@@ -49,7 +49,7 @@ export async function checkSignatures(pdu: PDU, version: RoomVersion, keys: KeyL
     for (const keyId of Object.keys(sigs)) {
       if (!keyId.startsWith('ed25519:')) continue;
       const key = await keys.publicKey(server, keyId, version.enforceKeyValidity ? pdu.origin_server_ts : undefined).catch(() => undefined);
-      if (key && verifyEventSignature(pdu as unknown as Record<string, unknown>, server, keyId, key, version)) {
+      if (key && await verifyEventSignatureAsync(pdu as unknown as Record<string, unknown>, server, keyId, key, version)) {
         ok = true;
         break;
       }

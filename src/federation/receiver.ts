@@ -7,8 +7,8 @@ import type { EventsStore } from '../storage/events-store.js';
 import { AuthError, checkAuth, authStateFromEvents } from '../rooms/auth-rules.js';
 import { authEventIds, domainOf, eventStateKey, isPlainObject, stateKey, type PDU, type StateMap } from '../rooms/event.js';
 import { eventIdOf } from '../rooms/hashing.js';
-import type { RoomData, RoomInfo } from '../rooms/room-data.js';
-import { prevIdsOf, type ReceivedEvents } from '../rooms/received.js';
+import type { RoomData, RoomInfo, StoredEvent } from '../rooms/room-data.js';
+import { prevIdsOf, type PlaceOptions, type ReceivedEvents } from '../rooms/received.js';
 import type { FederationRequester, KeyLookup } from './interfaces.js';
 import { checkReceivedPdu, PduRejected } from './pdu-checks.js';
 import { serverAllowedByAcl } from './acl.js';
@@ -53,20 +53,7 @@ export class FederationReceiver {
         if (list) list.push(p);
         else byRoom.set(roomId, [p]);
       }
-      await Promise.all([...byRoom.values()].map(async (list) => {
-        for (const raw of list) {
-          let id = '';
-          try {
-            id = await this.receivePdu(origin, raw);
-            results[id] = {};
-          } catch (err) {
-            const msg = err instanceof Error ? err.message : String(err);
-            if (!id) id = await this.guessEventId(raw);
-            if (id) results[id] = { error: msg };
-            this.logger.info({ origin, eventId: id, err: msg }, 'PDU not accepted');
-          }
-        }
-      }));
+      await Promise.all([...byRoom.entries()].map(([roomId, list]) => this.receiveRoomPdus(origin, roomId, list, results)));
       for (const e of edus) {
         if (!isPlainObject(e) || typeof e.edu_type !== 'string' || !isPlainObject(e.content)) continue;
         const handler = this.eduHandlers.get(e.edu_type);
@@ -156,36 +143,120 @@ export class FederationReceiver {
     }
   }
 
+  /**
+   * The PDUs of one room from one transaction, in order. Format, signatures and hashes are checked
+   * for all of them at once (signatures on the thread pool); then runs of PDUs whose prev and auth
+   * events are all known are checked and placed in one database transaction (one commit), and a
+   * PDU that needs another server (missing prev or auth events) takes the path that fetches them.
+   */
+  private async receiveRoomPdus(origin: string, roomId: string, list: unknown[], results: Record<string, { error?: string }>): Promise<void> {
+    const fail = async (raw: unknown, err: unknown, id = '') => {
+      const msg = err instanceof Error ? err.message : String(err);
+      if (!id) id = await this.guessEventId(raw);
+      if (id) results[id] = { error: msg };
+      this.logger.info({ origin, eventId: id, err: msg }, 'PDU not accepted');
+    };
+    const room = roomId ? await this.data.room(roomId) : undefined;
+    if (!room) {
+      for (const raw of list) await fail(raw, new PduRejected(roomId ? 'this server is not in the room' : 'PDU has no room_id'));
+      return;
+    }
+    const checked = await Promise.all(list.map((raw) => checkReceivedPdu(raw, room.version, this.keys).then(
+      (ok) => ({ raw, ok, err: undefined }),
+      (err: unknown) => ({ raw, ok: undefined, err }),
+    )));
+    let i = 0;
+    while (i < checked.length) {
+      // A run placed without leaving this server, in one commit.
+      let n = 0;
+      const done: Record<string, { error?: string }> = {};
+      try {
+        n = await this.received.inRoomTransaction(room, async (put, trx) => {
+          let k = 0;
+          for (; i + k < checked.length; k++) {
+            const c = checked[i + k];
+            if (!c.ok) continue;
+            try {
+              done[await this.accept(origin, room, c.ok, { q: trx, put, offline: true })] = {};
+            } catch (err) {
+              if (err instanceof NeedsAnotherServer) break;
+              if (!(err instanceof PduRejected)) throw err;
+              done[c.ok.eventId] = { error: err.message };
+            }
+          }
+          return k;
+        });
+      } catch (err) {
+        // Rolled back: these go one by one below.
+        this.logger.warn({ origin, roomId, err: (err as Error).message }, 'placing a run of PDUs failed; retrying them one by one');
+        n = 0;
+        for (const id of Object.keys(done)) delete done[id];
+      }
+      for (let k = 0; k < n; k++) {
+        const c = checked[i + k];
+        if (!c.ok) await fail(c.raw, c.err);
+      }
+      for (const [id, r] of Object.entries(done)) {
+        results[id] = r;
+        if (r.error) this.logger.info({ origin, eventId: id, err: r.error }, 'PDU not accepted');
+      }
+      i += n;
+      if (i >= checked.length) break;
+      // The next one needs another server (or the run failed): alone, fetching what it needs.
+      const c = checked[i++];
+      if (!c.ok) {
+        await fail(c.raw, c.err);
+        continue;
+      }
+      try {
+        results[await this.accept(origin, room, c.ok, {})] = {};
+      } catch (err) {
+        await fail(c.raw, err, c.ok.eventId);
+      }
+    }
+  }
+
   /** Runs every check on one PDU and places it in its room. Returns its event id. */
   async receivePdu(origin: string, raw: unknown, opts: { fetchMissing?: boolean } = {}): Promise<string> {
     const roomId = isPlainObject(raw) && typeof raw.room_id === 'string' ? raw.room_id : undefined;
     if (!roomId) throw new PduRejected('PDU has no room_id');
     const room = await this.data.room(roomId);
     if (!room) throw new PduRejected('this server is not in the room');
-    const { pdu, eventId } = await checkReceivedPdu(raw, room.version, this.keys);
-    const existing = await this.data.event(eventId);
+    return this.accept(origin, room, await checkReceivedPdu(raw, room.version, this.keys), { fetchMissing: opts.fetchMissing });
+  }
+
+  /**
+   * The checks after format, signatures and hashes: auth against the auth events, against the
+   * state before, soft-fail against the current state; then the event is placed. With `offline`
+   * (inside a transaction `q`, placing through `put`), nothing is fetched from other servers: a
+   * missing prev or auth event throws NeedsAnotherServer before anything is written.
+   */
+  private async accept(origin: string, room: RoomInfo, checked: { pdu: PDU; eventId: string }, mode: AcceptMode): Promise<string> {
+    const { pdu, eventId } = checked;
+    const q = mode.q ?? this.db;
+    const existing = await this.data.event(eventId, q);
     if (existing && !existing.outlier) return eventId;
     const senderServer = domainOf(pdu.sender);
     if (!senderServer) throw new PduRejected('bad sender');
 
     // Server ACLs apply to the sending server (spec: "Server Access Control Lists").
-    const current = await this.data.currentState(room);
-    if (!(await serverAllowedByAcl(this.data, current, origin))) throw new PduRejected(`server ${origin} is denied by the room's ACL`);
+    const current = await this.data.currentState(room, q);
+    if (!(await serverAllowedByAcl(this.data, current, origin, q))) throw new PduRejected(`server ${origin} is denied by the room's ACL`);
 
     // Auth against the event's own auth events.
-    const authEvents = await this.authEventsOf(room, origin, pdu);
+    const authEvents = await this.authEventsOf(room, origin, pdu, mode);
     let rejected: string | null = null;
     try {
-      checkAuth(pdu, authStateFromEvents([...authEvents.values()], await this.createEventOf(room, authEvents)), room.version, { authEvents: [...authEvents.values()] });
+      checkAuth(pdu, authStateFromEvents([...authEvents.values()], await this.createEventOf(room, authEvents, q)), room.version, { authEvents: [...authEvents.values()] });
     } catch (err) {
       if (!(err instanceof AuthError)) throw err;
       rejected = `auth events: ${err.reason}`;
     }
 
     // Auth against the state before the event.
-    const stateBefore = await this.stateBefore(room, origin, pdu, eventId, opts.fetchMissing !== false);
+    const stateBefore = await this.stateBefore(room, origin, pdu, eventId, mode);
     if (!rejected) {
-      const stateEvents = await this.data.stateEvents(stateBefore, stateKeysFor(pdu));
+      const stateEvents = await this.data.stateEvents(stateBefore, stateKeysFor(pdu), q);
       const lookup = (t: string, k: string) => stateEvents.get(stateKey(t, k))?.pdu;
       try {
         checkAuth(pdu, lookup, room.version);
@@ -198,8 +269,8 @@ export class FederationReceiver {
     // Soft-fail against the current state: stored, but neither shown nor built upon.
     let softFailed = false;
     if (!rejected) {
-      const now = await this.data.currentState(room);
-      const nowEvents = await this.data.stateEvents(now, stateKeysFor(pdu));
+      const now = mode.q ? current : await this.data.currentState(room);
+      const nowEvents = await this.data.stateEvents(now, stateKeysFor(pdu), q);
       try {
         checkAuth(pdu, (t, k) => nowEvents.get(stateKey(t, k))?.pdu, room.version);
       } catch (err) {
@@ -207,23 +278,26 @@ export class FederationReceiver {
         softFailed = true;
       }
     }
-    await this.received.place(room, pdu, { stateBefore, rejectedReason: rejected, softFailed });
+    const placeOpts = { stateBefore, rejectedReason: rejected, softFailed };
+    if (mode.put) await mode.put(pdu, placeOpts);
+    else await this.received.place(room, pdu, placeOpts);
     if (rejected) throw new PduRejected(rejected);
     return eventId;
   }
 
-  private async createEventOf(room: RoomInfo, authEvents: Map<string, PDU>): Promise<PDU | undefined> {
+  private async createEventOf(room: RoomInfo, authEvents: Map<string, PDU>, q: Knex = this.db): Promise<PDU | undefined> {
     for (const e of authEvents.values()) if (e.type === 'm.room.create') return e;
     // Room v12: the create event is implied by the room id.
-    if (room.version.roomIdFromCreateEvent) return (await this.data.event(`$${room.roomId.slice(1)}`))?.pdu;
+    if (room.version.roomIdFromCreateEvent) return (await this.data.event(`$${room.roomId.slice(1)}`, q))?.pdu;
     return undefined;
   }
 
   /** The event's auth events, fetching (and checking, and storing as outliers) what is missing. */
-  private async authEventsOf(room: RoomInfo, origin: string, pdu: PDU): Promise<Map<string, PDU>> {
+  private async authEventsOf(room: RoomInfo, origin: string, pdu: PDU, mode: AcceptMode = {}): Promise<Map<string, PDU>> {
     const ids = authEventIds(pdu);
-    let known = await this.data.eventsMap(ids);
+    let known = await this.data.eventsMap(ids, mode.q);
     if (known.size < ids.length) {
+      if (mode.offline) throw new NeedsAnotherServer();
       const eventId = eventIdOf(pdu, room.version);
       const res = await this.client.request<{ auth_chain?: unknown[] }>(origin, 'GET', `/_matrix/federation/v1/event_auth/${encodeURIComponent(room.roomId)}/${encodeURIComponent(eventId)}`);
       await this.storeCheckedOutliers(room, Array.isArray(res.auth_chain) ? res.auth_chain : []);
@@ -276,11 +350,12 @@ export class FederationReceiver {
   }
 
   /** The state before `pdu`: resolved from its prev events' states, filling gaps from `origin`. */
-  private async stateBefore(room: RoomInfo, origin: string, pdu: PDU, eventId: string, fetchMissing: boolean): Promise<StateMap> {
+  private async stateBefore(room: RoomInfo, origin: string, pdu: PDU, eventId: string, mode: AcceptMode): Promise<StateMap> {
     const prevIds = prevIdsOf(pdu);
-    let prevs = await this.data.eventsMap(prevIds);
-    let missing = prevIds.filter((id) => !prevs.get(id) || prevs.get(id)!.outlier);
-    if (missing.length && fetchMissing) {
+    let prevs = await this.data.eventsMap(prevIds, mode.q);
+    let missing = prevIds.filter((id) => !prevs.get(id) || prevs.get(id)!.outlier || prevs.get(id)!.stateGroup === null);
+    if (missing.length && mode.offline) throw new NeedsAnotherServer();
+    if (missing.length && mode.fetchMissing !== false) {
       await this.fetchMissingEvents(room, origin, pdu, eventId);
       prevs = await this.data.eventsMap(prevIds);
       missing = prevIds.filter((id) => !prevs.get(id) || prevs.get(id)!.outlier);
@@ -289,12 +364,12 @@ export class FederationReceiver {
     for (const id of prevIds) {
       const prev = prevs.get(id);
       if (prev && !prev.outlier && prev.stateGroup !== null) {
-        sets.push(await this.data.stateOfGroup(prev.stateGroup));
+        sets.push(await this.data.stateOfGroup(prev.stateGroup, mode.q));
       } else {
         sets.push(await this.stateAfterRemote(room, origin, id));
       }
     }
-    return this.received.resolve(room, sets);
+    return this.received.resolve(room, sets, mode.q);
   }
 
   /** GET /get_missing_events between our extremities and the event; receives what comes back. */
@@ -344,6 +419,19 @@ export class FederationReceiver {
     return state;
   }
 }
+
+interface AcceptMode {
+  /** Read through this transaction (the one `put` writes in). */
+  q?: Knex;
+  put?: (pdu: PDU, opts: PlaceOptions) => Promise<StoredEvent>;
+  /** Never ask another server: throw NeedsAnotherServer instead. */
+  offline?: boolean;
+  /** When prev events are missing, ask the origin with /get_missing_events (default true). */
+  fetchMissing?: boolean;
+}
+
+/** Thrown (before any write) when an event cannot be checked without another server. */
+class NeedsAnotherServer extends Error {}
 
 /** The state keys checkAuth may consult for an event. */
 function stateKeysFor(pdu: PDU): string[] {

@@ -6,7 +6,7 @@
 import { canonicalJson } from '../crypto/canonical-json.js';
 import { encodeBase64, encodeBase64Url } from '../crypto/base64.js';
 import { sha256 } from '../crypto/hashes.js';
-import { signBytes, verifyBytes, type SigningKey } from '../crypto/signing.js';
+import { signBytes, verifyBytes, verifyBytesAsync, type SigningKey } from '../crypto/signing.js';
 import { domainOf, isPlainObject, type PDU } from './event.js';
 import { getRoomVersion, type RedactionAlgorithm, type RoomVersion } from './versions.js';
 
@@ -220,27 +220,32 @@ export function signEvent<T extends JsonObject>(event: T, serverName: string, ke
   return { ...hashed, signatures } as unknown as T;
 }
 
-/** Verifies `serverName`'s signature with `keyId` over the redacted event. */
-export function verifyEventSignature(
-  event: JsonObject,
-  serverName: string,
-  keyId: string,
-  publicKeyBase64: string,
-  version: RoomVersion,
-): boolean {
+function eventSignatureParts(event: JsonObject, serverName: string, keyId: string, version: RoomVersion): { payload: string; sig: string } | undefined {
   const sigs = event.signatures;
-  if (!isPlainObject(sigs)) return false;
+  if (!isPlainObject(sigs)) return undefined;
   const forServer = sigs[serverName];
-  if (!isPlainObject(forServer)) return false;
+  if (!isPlainObject(forServer)) return undefined;
   const sig = forServer[keyId];
-  if (typeof sig !== 'string') return false;
+  if (typeof sig !== 'string') return undefined;
   let payload: string;
   try {
     payload = signingPayloadFor(event, version);
   } catch {
-    return false;
+    return undefined;
   }
-  return verifyBytes(publicKeyBase64, payload, sig);
+  return { payload, sig };
+}
+
+/** Verifies `serverName`'s signature with `keyId` over the redacted event. */
+export function verifyEventSignature(event: JsonObject, serverName: string, keyId: string, publicKeyBase64: string, version: RoomVersion): boolean {
+  const parts = eventSignatureParts(event, serverName, keyId, version);
+  return !!parts && verifyBytes(publicKeyBase64, parts.payload, parts.sig);
+}
+
+/** verifyEventSignature with the signature check on the thread pool. */
+export async function verifyEventSignatureAsync(event: JsonObject, serverName: string, keyId: string, publicKeyBase64: string, version: RoomVersion): Promise<boolean> {
+  const parts = eventSignatureParts(event, serverName, keyId, version);
+  return !!parts && verifyBytesAsync(publicKeyBase64, parts.payload, parts.sig);
 }
 
 /**

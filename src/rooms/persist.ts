@@ -110,6 +110,10 @@ export class EventPersister {
         const depth = Math.min(Number.MAX_SAFE_INTEGER, (prev[0]?.depth ?? 0) + 1);
         const pdu = await this.build(room, ev, stateBefore, prev.map((p) => p.event_id), depth, trx);
         stored = await this.persistBuilt(trx, room, pdu, stateBefore, head.stateGroup, prev, ev.txn);
+      }).catch((err) => {
+        // A refusal comes before any write; anything else may leave rolled-back rows in the caches.
+        if (!(err instanceof MatrixError)) this.data.dropCaches();
+        throw err;
       });
       if (fresh) this.afterCommit(stored, room);
       return stored;

@@ -2,7 +2,7 @@
 // outliers (known only as auth/state events), and events placed in the DAG with the state before
 // them given by the caller. Shares the per-room lock with the local send path.
 import type { Knex } from 'knex';
-import type { EventsStore } from '../storage/events-store.js';
+import type { EventRow, EventsStore } from '../storage/events-store.js';
 import type { StreamsStore } from '../storage/streams-store.js';
 import type { Notifier } from '../sync/notifier.js';
 import { authEventIds, eventStateKey, parseStateKey, type PDU, type StateMap } from './event.js';
@@ -95,84 +95,106 @@ export class ReceivedEvents {
    * soft-failed events are stored but change neither.
    */
   async place(room: RoomInfo, pdu: PDU, opts: PlaceOptions): Promise<StoredEvent> {
-    const eventId = eventIdOf(pdu, room.version);
+    return this.inRoomTransaction(room, (put) => put(pdu, opts));
+  }
+
+  /**
+   * Runs `fn` under the room's lock inside one database transaction; `put` places events as
+   * place() does. Several events then share one commit (a federation transaction's PDUs); they are
+   * announced to /sync and the after-commit hooks once it has committed. When the transaction
+   * fails, the caches that may hold its uncommitted rows are dropped.
+   */
+  async inRoomTransaction<T>(room: RoomInfo, fn: (put: (pdu: PDU, opts: PlaceOptions) => Promise<StoredEvent>, trx: Knex) => Promise<T>): Promise<T> {
     return this.persister.withRoomLock(room.roomId, async () => {
-      let stored: StoredEvent | undefined;
-      let fresh = false;
-      await this.db.transaction(async (trx) => {
-        await this.store.lockRoom(room.roomId, trx);
-        const existing = (await this.store.eventsByIds([eventId], trx))[0];
-        if (existing && !existing.outlier) {
-          stored = (await this.data.fromRows([existing], trx))[0];
-          return;
-        }
-        fresh = true;
-        const sk = eventStateKey(pdu);
-        const accepted = !opts.rejectedReason;
-        const groupBefore = await this.groupFor(room, opts.stateBefore, pdu, trx);
-        // A state event gets a new group after it; that group references the event's row, so it is
-        // written after the row.
-        const newGroup = !!sk && accepted;
-        const position = opts.backfilled ? await this.backfillPosition(trx) : await this.streams.nextPosition(trx, 'events');
-        const replacesState = sk ? opts.stateBefore.get(sk) ?? null : null;
-        const rowData = this.row(room, pdu, eventId, {
-          stream: position, outlier: false, stateGroup: newGroup ? null : groupBefore,
-          rejected: opts.rejectedReason ?? null, softFailed: !!opts.softFailed, replacesState,
+      const placed: { stored: StoredEvent; pdu: PDU; opts: PlaceOptions }[] = [];
+      let result!: T;
+      try {
+        await this.db.transaction(async (trx) => {
+          await this.store.lockRoom(room.roomId, trx);
+          result = await fn(async (pdu, opts) => {
+            const { stored, fresh } = await this.placeIn(trx, room, pdu, opts);
+            if (fresh) placed.push({ stored, pdu, opts });
+            return stored;
+          }, trx);
         });
-        let nid: number;
-        if (existing) {
-          // An outlier we knew becomes part of the DAG.
-          nid = existing.event_nid;
-          const { event_id: _id, ...update } = rowData;
-          await trx('events').where({ event_nid: nid }).update(update);
-          this.data.forget([eventId]);
-        } else {
-          nid = await this.store.insertEvent(rowData, trx);
-        }
-        let groupAfter = groupBefore;
-        if (newGroup) {
-          const after = new Map(opts.stateBefore);
-          after.set(sk!, eventId);
-          groupAfter = await this.data.writeStateGroup(room, after, groupBefore, trx);
-          await this.store.setEventStateGroup(nid, groupAfter, trx);
-        }
-        stored = (await this.data.fromRows(await this.store.eventsByNids([nid], trx), trx))[0];
-        if (!accepted) return;
-
-        const rel = pdu.content?.['m.relates_to'] as { rel_type?: unknown; event_id?: unknown; key?: unknown } | undefined;
-        if (rel && typeof rel.rel_type === 'string' && typeof rel.event_id === 'string') {
-          await this.store.insertRelation({ event_nid: nid, room_nid: room.nid, relates_to: rel.event_id, rel_type: rel.rel_type, aggregation_key: typeof rel.key === 'string' ? rel.key : null }, trx);
-        }
-        if (opts.softFailed || opts.backfilled) return;
-
-        // Forward extremities: this event replaces those of its prev events.
-        const prevIds = new Set(prevIdsOf(pdu));
-        const head = await this.store.roomHead(room.nid, trx);
-        const keep = head.extremities.filter((x) => !prevIds.has(x.event_id));
-        await this.store.setForwardExtremities(room.nid, [...keep.map((x) => x.event_nid), nid], trx);
-
-        // Current state: the state after the new event, resolved with the other extremities.
-        let current: StateMap = await this.data.stateOfGroup(groupAfter, trx);
-        let currentGroup = groupAfter;
-        if (keep.length) {
-          const others = await this.data.eventsMap(keep.map((k) => k.event_id), trx);
-          const sets = [current];
-          for (const o of others.values()) sets.push(await this.data.stateOfGroup(o.stateGroup, trx));
-          current = await this.resolve(room, sets, trx);
-          currentGroup = await this.data.writeStateGroup(room, current, groupAfter, trx);
-        }
-        await this.applyCurrentState(room, current, currentGroup, position, trx);
-
-        if (pdu.type === 'm.room.redaction') await this.persister.applyRedaction(trx, room, pdu, eventId, opts.stateBefore);
-        for (const h of this.persister.hooks) await h.inTransaction?.(trx, stored!, room, opts.stateBefore);
-      });
-      if (fresh && stored && stored.stream !== null && !stored.rejected && !stored.softFailed && !opts.backfilled) {
+      } catch (err) {
+        this.data.dropCaches();
+        throw err;
+      }
+      for (const { stored, pdu, opts } of placed) {
+        if (stored.stream === null || stored.rejected || stored.softFailed || opts.backfilled) continue;
         const userIds = pdu.type === 'm.room.member' && typeof pdu.state_key === 'string' ? [pdu.state_key] : undefined;
         this.notifier.notify({ stream: 'events', position: stored.stream, roomIds: [room.roomId], userIds });
         for (const h of this.persister.hooks) h.afterCommit?.(stored, room);
       }
-      return stored!;
+      return result;
     });
+  }
+
+  private async placeIn(trx: Knex, room: RoomInfo, pdu: PDU, opts: PlaceOptions): Promise<{ stored: StoredEvent; fresh: boolean }> {
+    const eventId = eventIdOf(pdu, room.version);
+    const existing = (await this.store.eventsByIds([eventId], trx))[0];
+    if (existing && !existing.outlier) return { stored: (await this.data.fromRows([existing], trx))[0], fresh: false };
+    const sk = eventStateKey(pdu);
+    const accepted = !opts.rejectedReason;
+    const groupBefore = await this.groupFor(room, opts.stateBefore, pdu, trx);
+    // A state event gets a new group after it; that group references the event's row, so it is
+    // written after the row.
+    const newGroup = !!sk && accepted;
+    const position = opts.backfilled ? await this.backfillPosition(trx) : await this.streams.nextPosition(trx, 'events');
+    const replacesState = sk ? opts.stateBefore.get(sk) ?? null : null;
+    const rowData = this.row(room, pdu, eventId, {
+      stream: position, outlier: false, stateGroup: newGroup ? null : groupBefore,
+      rejected: opts.rejectedReason ?? null, softFailed: !!opts.softFailed, replacesState,
+    });
+    let nid: number;
+    if (existing) {
+      // An outlier we knew becomes part of the DAG.
+      nid = existing.event_nid;
+      const { event_id: _id, ...update } = rowData;
+      await trx('events').where({ event_nid: nid }).update(update);
+      this.data.forget([eventId]);
+    } else {
+      nid = await this.store.insertEvent(rowData, trx);
+    }
+    let groupAfter = groupBefore;
+    if (newGroup) {
+      const after = new Map(opts.stateBefore);
+      after.set(sk!, eventId);
+      groupAfter = await this.data.writeStateGroup(room, after, groupBefore, trx);
+      await this.store.setEventStateGroup(nid, groupAfter, trx);
+    }
+    const stored = this.data.toStored({ ...rowData, event_id: eventId, event_nid: nid, state_group: groupAfter } as EventRow, room.roomId);
+    this.data.remember(stored);
+    if (!accepted) return { stored, fresh: true };
+
+    const rel = pdu.content?.['m.relates_to'] as { rel_type?: unknown; event_id?: unknown; key?: unknown } | undefined;
+    if (rel && typeof rel.rel_type === 'string' && typeof rel.event_id === 'string') {
+      await this.store.insertRelation({ event_nid: nid, room_nid: room.nid, relates_to: rel.event_id, rel_type: rel.rel_type, aggregation_key: typeof rel.key === 'string' ? rel.key : null }, trx);
+    }
+    if (opts.softFailed || opts.backfilled) return { stored, fresh: true };
+
+    // Forward extremities: this event replaces those of its prev events.
+    const prevIds = new Set(prevIdsOf(pdu));
+    const head = await this.store.roomHead(room.nid, trx);
+    const keep = head.extremities.filter((x) => !prevIds.has(x.event_id));
+    await this.store.setForwardExtremities(room.nid, [...keep.map((x) => x.event_nid), nid], trx);
+
+    // Current state: the state after the new event, resolved with the other extremities.
+    let current: StateMap = await this.data.stateOfGroup(groupAfter, trx);
+    let currentGroup = groupAfter;
+    if (keep.length) {
+      const others = await this.data.eventsMap(keep.map((k) => k.event_id), trx);
+      const sets = [current];
+      for (const o of others.values()) sets.push(await this.data.stateOfGroup(o.stateGroup, trx));
+      current = await this.resolve(room, sets, trx);
+      currentGroup = await this.data.writeStateGroup(room, current, groupAfter, trx);
+    }
+    await this.applyCurrentState(room, current, currentGroup, position, trx);
+
+    if (pdu.type === 'm.room.redaction') await this.persister.applyRedaction(trx, room, pdu, eventId, opts.stateBefore);
+    for (const h of this.persister.hooks) await h.inTransaction?.(trx, stored, room, opts.stateBefore);
+    return { stored, fresh: true };
   }
 
   /** The state group holding `state`: the group of a prev event when equal, else a new delta. */

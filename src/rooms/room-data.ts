@@ -156,6 +156,18 @@ export class RoomData {
     this.events.set(ev.eventId, ev);
   }
 
+  /**
+   * After a failed transaction: rows it read or wrote may sit in the caches though they were rolled
+   * back (and SQLite may hand out their ids again), so everything cached goes.
+   */
+  dropCaches(): void {
+    this.events.clear();
+    this.groups.clear();
+    this.joined.clear();
+    this.roomsById.clear();
+    this.roomsByNid.clear();
+  }
+
   forget(eventIds: readonly string[]): void {
     for (const id of eventIds) this.events.delete(id);
   }
