@@ -5,7 +5,7 @@ import type { Knex } from 'knex';
 import type { EventsStore, EventRow, MemberRow, RoomRow } from '../storage/events-store.js';
 import { bool, num } from '../storage/rows.js';
 import { Lru } from './lru.js';
-import { stateKey, type PDU, type StateMap } from './event.js';
+import { eventStateKey, stateKey, type PDU, type StateMap } from './event.js';
 import { getRoomVersion, type RoomVersion } from './versions.js';
 
 export interface RoomInfo {
@@ -243,6 +243,20 @@ export class RoomData {
     const id = await this.store.insertStateGroup(room.nid, prevState ? prevGroup : null, prevState ? chain : 0, entries, q);
     this.groups.set(id, state);
     return id;
+  }
+
+  /**
+   * The state before an event in the DAG: its group holds the state after it, so an accepted state
+   * event's own entry goes back to what it replaced.
+   */
+  async stateBeforeEvent(ev: StoredEvent, q: Knex = this.db): Promise<StateMap> {
+    const after = await this.stateOfGroup(ev.stateGroup, q);
+    const k = eventStateKey(ev.pdu);
+    if (!k || after.get(k) !== ev.eventId) return after;
+    const before = new Map(after);
+    if (ev.replacesState) before.set(k, ev.replacesState);
+    else before.delete(k);
+    return before;
   }
 
   /** The room's current state (resolved state after the forward extremities). */

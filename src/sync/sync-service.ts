@@ -358,7 +358,9 @@ export class SyncService {
       const last = tl.stored[tl.stored.length - 1];
       target = last ? await this.data.stateOfGroup(last.stateGroup) : await this.stateAtStream(room, upTo);
     } else if (tl.stored.length) {
-      target = await this.stateAtStream(room, tl.stored[0].stream! - 1);
+      // The state before the first timeline event (for a room joined over federation, the state
+      // the resident server gave: no earlier event of the room is in this server's stream).
+      target = await this.data.stateBeforeEvent(tl.stored[0]);
     } else {
       target = await this.stateAtStream(room, upTo);
     }

@@ -65,6 +65,12 @@ for (const version of ['10', '12']) {
     // bob sees the room name and history from hs2.
     const name = await capi(hs2, 'GET', `/rooms/${enc(roomId)}/state/m.room.name`, { token: bob.access_token });
     assert.deepEqual(name.body, { name: 'Federated' });
+    // bob's first /sync on hs2 carries the room's state before his join (from send_join).
+    const first = await capi(hs2, 'GET', '/sync', { token: bob.access_token });
+    const joinedRoom = first.body.rooms.join[roomId];
+    const stateTypes = joinedRoom.state.events.map((e: any) => e.type);
+    for (const t of ['m.room.create', 'm.room.name', 'm.room.power_levels', 'm.room.join_rules']) assert.ok(stateTypes.includes(t), `${t} in the first /sync (got ${stateTypes})`);
+    assert.ok(joinedRoom.state.events.some((e: any) => e.type === 'm.room.member' && e.state_key === alice.user_id));
 
     await capi(hs1, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/a2`, { token: alice.access_token, body: { msgtype: 'm.text', body: 'hello bob' } });
     await eventually('bob gets the message', async () => (await bodies(hs2, bob.access_token, roomId)).includes('hello bob'));
