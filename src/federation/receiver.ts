@@ -278,7 +278,8 @@ export class FederationReceiver {
         softFailed = true;
       }
     }
-    const placeOpts = { stateBefore, rejectedReason: rejected, softFailed };
+    const placeOpts: PlaceOptions = { stateBefore, rejectedReason: rejected, softFailed };
+    if (mode.q) placeOpts.lookedUp = existing ?? null;
     if (mode.put) await mode.put(pdu, placeOpts);
     else await this.received.place(room, pdu, placeOpts);
     if (rejected) throw new PduRejected(rejected);
@@ -319,18 +320,30 @@ export class FederationReceiver {
    */
   async storeCheckedOutliers(room: RoomInfo, raws: readonly unknown[]): Promise<Map<string, PDU>> {
     const checked = new Map<string, PDU>();
-    for (const raw of raws) {
+    // Events already stored were checked when they were (a join's state repeats its auth chain).
+    const idOf = (raw: unknown) => {
       try {
-        const { pdu, eventId } = await checkReceivedPdu(raw, room.version, this.keys);
-        if (pdu.room_id !== undefined && pdu.room_id !== room.roomId) continue;
-        checked.set(eventId, pdu);
-      } catch (err) {
-        this.logger.info({ err: (err as Error).message }, 'dropped an event of an auth chain or state');
+        return isPlainObject(raw) ? eventIdOf(raw as PDU, room.version) : undefined;
+      } catch {
+        return undefined;
       }
+    };
+    const ids = raws.map(idOf);
+    const stored = await this.data.eventsMap(ids.filter((x): x is string => !!x));
+    const fresh = raws.filter((_, i) => !ids[i] || !stored.has(ids[i]!));
+    const result = new Map<string, PDU>();
+    for (const [id, ev] of stored) if (!ev.rejected) result.set(id, ev.pdu);
+    // Signatures are verified on the thread pool, a slice at a time.
+    for (let i = 0; i < fresh.length; i += 128) {
+      const slice = await Promise.all(fresh.slice(i, i + 128).map((raw) => checkReceivedPdu(raw, room.version, this.keys).catch((err: unknown) => {
+        this.logger.info({ err: (err as Error).message }, 'dropped an event of an auth chain or state');
+        return undefined;
+      })));
+      for (const c of slice) if (c && (c.pdu.room_id === undefined || c.pdu.room_id === room.roomId)) checked.set(c.eventId, c.pdu);
     }
     const sorted = [...checked.entries()].sort((a, b) => a[1].depth - b[1].depth);
     const rejected = new Map<string, string>();
-    const known = await this.data.eventsMap(sorted.flatMap(([, p]) => authEventIds(p)));
+    const known = await this.data.eventsMap(new Set(sorted.flatMap(([, p]) => authEventIds(p)).filter((id) => !checked.has(id))));
     const lookupEvent = (id: string) => checked.get(id) ?? known.get(id)?.pdu;
     let create: PDU | undefined;
     for (const [, p] of sorted) if (p.type === 'm.room.create') create = p;
@@ -346,7 +359,8 @@ export class FederationReceiver {
       }
     }
     await this.received.storeOutliers(room, sorted.map(([, p]) => p), rejected);
-    return checked;
+    for (const [id, p] of checked) result.set(id, p);
+    return result;
   }
 
   /** The state before `pdu`: resolved from its prev events' states, filling gaps from `origin`. */

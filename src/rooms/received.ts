@@ -2,7 +2,7 @@
 // outliers (known only as auth/state events), and events placed in the DAG with the state before
 // them given by the caller. Shares the per-room lock with the local send path.
 import type { Knex } from 'knex';
-import type { EventRow, EventsStore } from '../storage/events-store.js';
+import type { EventRow, EventsStore, MemberRow } from '../storage/events-store.js';
 import type { StreamsStore } from '../storage/streams-store.js';
 import type { Notifier } from '../sync/notifier.js';
 import { authEventIds, eventStateKey, parseStateKey, type PDU, type StateMap } from './event.js';
@@ -21,6 +21,11 @@ export interface PlaceOptions {
   softFailed?: boolean;
   /** Events learnt through backfill get positions below every live event (not "new" to /sync). */
   backfilled?: boolean;
+  /**
+   * null: the caller looked the event up inside the same transaction and it is not stored (saves
+   * the lookup).
+   */
+  lookedUp?: StoredEvent | null;
 }
 
 export class ReceivedEvents {
@@ -55,14 +60,14 @@ export class ReceivedEvents {
     if (!pdus.length) return;
     const ids = pdus.map((p) => eventIdOf(p, room.version));
     const known = await this.data.eventsMap(ids);
-    const fresh = pdus.filter((_, i) => !known.has(ids[i]));
-    if (!fresh.length) return;
-    await this.db.transaction(async (trx) => {
-      for (const pdu of fresh) {
-        const id = eventIdOf(pdu, room.version);
-        await this.store.insertEventIfNew(this.row(room, pdu, id, { stream: null, outlier: true, stateGroup: null, rejected: rejected?.get(id) ?? null, softFailed: false, replacesState: null }), trx);
-      }
+    const rows = new Map<string, ReturnType<ReceivedEvents['row']>>();
+    pdus.forEach((pdu, i) => {
+      const id = ids[i];
+      if (known.has(id) || rows.has(id)) return;
+      rows.set(id, this.row(room, pdu, id, { stream: null, outlier: true, stateGroup: null, rejected: rejected?.get(id) ?? null, softFailed: false, replacesState: null }));
     });
+    if (!rows.size) return;
+    await this.db.transaction((trx) => this.store.insertEventsIfNew([...rows.values()], trx));
   }
 
   private row(room: RoomInfo, pdu: PDU, eventId: string, o: { stream: number | null; outlier: boolean; stateGroup: number | null; rejected: string | null; softFailed: boolean; replacesState: string | null }) {
@@ -133,7 +138,8 @@ export class ReceivedEvents {
 
   private async placeIn(trx: Knex, room: RoomInfo, pdu: PDU, opts: PlaceOptions): Promise<{ stored: StoredEvent; fresh: boolean }> {
     const eventId = eventIdOf(pdu, room.version);
-    const existing = (await this.store.eventsByIds([eventId], trx))[0];
+    // (A cached outlier may have been placed by another process since: only absence is trusted.)
+    const existing = opts.lookedUp === null ? undefined : (await this.store.eventsByIds([eventId], trx))[0];
     if (existing && !existing.outlier) return { stored: (await this.data.fromRows([existing], trx))[0], fresh: false };
     const sk = eventStateKey(pdu);
     const accepted = !opts.rejectedReason;
@@ -178,7 +184,7 @@ export class ReceivedEvents {
     const prevIds = new Set(prevIdsOf(pdu));
     const head = await this.store.roomHead(room.nid, trx);
     const keep = head.extremities.filter((x) => !prevIds.has(x.event_id));
-    await this.store.setForwardExtremities(room.nid, [...keep.map((x) => x.event_nid), nid], trx);
+    await this.store.advanceForwardExtremities(room.nid, head.extremities.filter((x) => prevIds.has(x.event_id)).map((x) => x.event_nid), nid, trx);
 
     // Current state: the state after the new event, resolved with the other extremities.
     let current: StateMap = await this.data.stateOfGroup(groupAfter, trx);
@@ -190,7 +196,7 @@ export class ReceivedEvents {
       current = await this.resolve(room, sets, trx);
       currentGroup = await this.data.writeStateGroup(room, current, groupAfter, trx);
     }
-    await this.applyCurrentState(room, current, currentGroup, position, trx);
+    await this.applyCurrentState(room, current, currentGroup, position, trx, head.stateGroup);
 
     if (pdu.type === 'm.room.redaction') await this.persister.applyRedaction(trx, room, pdu, eventId, opts.stateBefore);
     for (const h of this.persister.hooks) await h.inTransaction?.(trx, stored, room, opts.stateBefore);
@@ -217,27 +223,35 @@ export class ReceivedEvents {
   }
 
   /** Rewrites current_state and room_members to match `state` (diffing against what is stored). */
-  async applyCurrentState(room: RoomInfo, state: StateMap, group: number | null, position: number, trx: Knex): Promise<void> {
-    const old = await this.data.stateOfGroup(await this.store.currentStateGroup(room.nid, trx), trx);
+  async applyCurrentState(room: RoomInfo, state: StateMap, group: number | null, position: number, trx: Knex, oldGroup?: number | null): Promise<void> {
+    if (oldGroup === undefined) oldGroup = await this.store.currentStateGroup(room.nid, trx);
+    if (group !== null && group === oldGroup) return;
+    const old = await this.data.stateOfGroup(oldGroup, trx);
     if (group !== null) await this.store.setCurrentStateGroup(room.nid, group, trx);
     const changed = [...state].filter(([k, id]) => old.get(k) !== id);
     const removed = [...old.keys()].filter((k) => !state.has(k));
     if (!changed.length && !removed.length) return;
     const evs = await this.data.eventsMap(changed.map(([, id]) => id), trx);
+    const entries: { type: string; state_key: string; event_nid: number }[] = [];
+    const members: MemberRow[] = [];
     for (const [k, id] of changed) {
       const ev = evs.get(id);
       if (!ev) continue;
       const [type, key] = parseStateKey(k);
-      await this.store.upsertCurrentState(room.nid, type, key, ev.nid, trx);
+      entries.push({ type, state_key: key, event_nid: ev.nid });
       if (type === 'm.room.member') {
         const c = ev.pdu.content ?? {};
-        await this.store.upsertMember({
+        members.push({
           room_nid: room.nid, user_id: key, membership: String(c.membership), event_nid: ev.nid, stream_ordering: ev.stream ?? position,
           displayname: typeof c.displayname === 'string' ? c.displayname : null,
           avatar_url: typeof c.avatar_url === 'string' ? c.avatar_url : null, forgotten: false,
-        }, trx);
+        });
       }
     }
+    if (entries.length === 1) await this.store.upsertCurrentState(room.nid, entries[0].type, entries[0].state_key, entries[0].event_nid, trx);
+    else if (entries.length) await this.store.upsertCurrentStateMany(room.nid, entries, trx);
+    if (members.length === 1) await this.store.upsertMember(members[0], trx);
+    else if (members.length) await this.store.upsertMembers(members, trx);
     for (const k of removed) {
       const [type, key] = parseStateKey(k);
       await trx('current_state').where({ room_nid: room.nid, type, state_key: key }).delete();

@@ -126,6 +126,11 @@ export class EventsStore {
     await q('events').insert(row).onConflict('event_id').ignore();
   }
 
+  /** Many at once (an auth chain or a room's state learnt on join), in multi-row statements. */
+  async insertEventsIfNew(rows: readonly NewEventRow[], q: Knex): Promise<void> {
+    for (let i = 0; i < rows.length; i += 100) await q('events').insert(rows.slice(i, i + 100)).onConflict('event_id').ignore();
+  }
+
   async setStreamOrdering(eventNid: number, position: number, q: Knex): Promise<void> {
     await q('events').where({ event_nid: eventNid }).update({ stream_ordering: position });
   }
@@ -281,6 +286,14 @@ export class EventsStore {
       .onConflict(['room_nid', 'type', 'state_key']).merge(['event_nid']);
   }
 
+  /** upsertCurrentState for many keys (each once), in multi-row statements. */
+  async upsertCurrentStateMany(roomNid: number, entries: readonly { type: string; state_key: string; event_nid: number }[], q: Knex): Promise<void> {
+    for (let i = 0; i < entries.length; i += 200) {
+      await q('current_state').insert(entries.slice(i, i + 200).map((e) => ({ room_nid: roomNid, ...e })))
+        .onConflict(['room_nid', 'type', 'state_key']).merge(['event_nid']);
+    }
+  }
+
   async replaceCurrentState(roomNid: number, entries: readonly { type: string; state_key: string; event_nid: number }[], q: Knex): Promise<void> {
     await q('current_state').where({ room_nid: roomNid }).delete();
     for (let i = 0; i < entries.length; i += 200) {
@@ -301,6 +314,14 @@ export class EventsStore {
   async upsertMember(row: MemberRow, q: Knex): Promise<void> {
     await q('room_members').insert(row).onConflict(['room_nid', 'user_id'])
       .merge(['membership', 'event_nid', 'stream_ordering', 'displayname', 'avatar_url', 'forgotten']);
+  }
+
+  /** upsertMember for many users (each once), in multi-row statements. */
+  async upsertMembers(rows: readonly MemberRow[], q: Knex): Promise<void> {
+    for (let i = 0; i < rows.length; i += 200) {
+      await q('room_members').insert(rows.slice(i, i + 200)).onConflict(['room_nid', 'user_id'])
+        .merge(['membership', 'event_nid', 'stream_ordering', 'displayname', 'avatar_url', 'forgotten']);
+    }
   }
 
   async setMemberStreamOrdering(roomNid: number, userId: string, pos: number, q: Knex): Promise<void> {
