@@ -240,7 +240,7 @@ export class FederationReceiver {
     if (!senderServer) throw new PduRejected('bad sender');
 
     // Server ACLs apply to the sending server (spec: "Server Access Control Lists").
-    const current = await this.data.currentState(room, q);
+    const current = mode.q ? await this.received.currentStateIn(room, mode.q) : await this.data.currentState(room);
     if (!(await serverAllowedByAcl(this.data, current, origin, q))) throw new PduRejected(`server ${origin} is denied by the room's ACL`);
 
     // Auth against the event's own auth events.

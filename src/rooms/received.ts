@@ -12,6 +12,8 @@ import type { EventPersister } from './persist.js';
 import type { RoomData, RoomInfo, StoredEvent } from './room-data.js';
 import type { RoomVersion } from './versions.js';
 
+type RoomHead = Awaited<ReturnType<EventsStore['roomHead']>>;
+
 export interface PlaceOptions {
   /** State before the event (resolved from its prev events by the caller). */
   stateBefore: StateMap;
@@ -37,6 +39,15 @@ export class ReceivedEvents {
     private readonly notifier: Notifier,
     private readonly persister: EventPersister,
   ) {}
+
+  /** The room's head as placeIn left it, per transaction of inRoomTransaction. */
+  private readonly heads = new WeakMap<Knex, RoomHead>();
+
+  /** The current state as seen inside a transaction of inRoomTransaction. */
+  async currentStateIn(room: RoomInfo, trx: Knex): Promise<StateMap> {
+    const head = this.heads.get(trx);
+    return head ? this.data.stateOfGroup(head.stateGroup, trx) : this.data.currentState(room, trx);
+  }
 
   get knex(): Knex {
     return this.db;
@@ -182,7 +193,7 @@ export class ReceivedEvents {
 
     // Forward extremities: this event replaces those of its prev events.
     const prevIds = new Set(prevIdsOf(pdu));
-    const head = await this.store.roomHead(room.nid, trx);
+    const head = this.heads.get(trx) ?? await this.store.roomHead(room.nid, trx);
     const keep = head.extremities.filter((x) => !prevIds.has(x.event_id));
     await this.store.advanceForwardExtremities(room.nid, head.extremities.filter((x) => prevIds.has(x.event_id)).map((x) => x.event_nid), nid, trx);
 
@@ -197,6 +208,8 @@ export class ReceivedEvents {
       currentGroup = await this.data.writeStateGroup(room, current, groupAfter, trx);
     }
     await this.applyCurrentState(room, current, currentGroup, position, trx, head.stateGroup);
+    // Nobody else writes the room until this transaction ends (room lock), so its head is known.
+    this.heads.set(trx, { stateGroup: currentGroup ?? head.stateGroup, extremities: [...keep, { event_id: eventId, event_nid: nid, depth: rowData.depth }] });
 
     if (pdu.type === 'm.room.redaction') await this.persister.applyRedaction(trx, room, pdu, eventId, opts.stateBefore);
     for (const h of this.persister.hooks) await h.inTransaction?.(trx, stored, room, opts.stateBefore);
