@@ -46,6 +46,7 @@ export function syncRoutes(s: Services) {
           filter: await loadFilter(req.userId, queryString(ctx.query, 'filter')),
           setPresence: setPresence as 'online',
           useStateAfter: queryBool(ctx.query, 'use_state_after', false) || queryBool(ctx.query, 'org.matrix.msc4222.use_state_after', false),
+          stateAfterField: queryBool(ctx.query, 'use_state_after', false) ? 'state_after' : 'org.matrix.msc4222.state_after',
           signal: abort.signal,
         });
       } finally {

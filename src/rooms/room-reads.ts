@@ -126,11 +126,25 @@ export class RoomReads {
     return out;
   }
 
+  /**
+   * An event of the room's timeline that clients may be given (before visibility): not an outlier,
+   * not rejected, and not soft-failed (server-server API "Rejection", "Soft failure": neither is
+   * relayed to clients), unless state resolution put a soft-failed event in the current state.
+   */
+  private async timelineEvent(room: RoomInfo, eventId: string): Promise<StoredEvent & { stream: number }> {
+    const ev = await this.data.event(eventId);
+    if (!ev || ev.roomNid !== room.nid || ev.outlier || ev.stream === null || ev.rejected) throw notFound('Event not found');
+    if (ev.softFailed) {
+      const key = typeof ev.pdu.state_key === 'string' ? stateKey(ev.pdu.type, ev.pdu.state_key) : undefined;
+      if (!key || (await this.data.currentState(room)).get(key) !== ev.eventId) throw notFound('Event not found');
+    }
+    return ev as StoredEvent & { stream: number };
+  }
+
   /** GET /rooms/{roomId}/event/{eventId} */
   async event(viewer: Viewer, roomId: string, eventId: string): Promise<ClientEvent> {
     const room = await this.requireRoom(roomId);
-    const ev = await this.data.event(eventId);
-    if (!ev || ev.roomNid !== room.nid || ev.outlier || ev.stream === null) throw notFound('Event not found');
+    const ev = await this.timelineEvent(room, eventId);
     const visible = await this.visibility.filter(viewer.userId, room, [ev]);
     if (!visible.length) throw notFound('Event not found');
     return (await this.format(viewer, visible))[0];
@@ -224,8 +238,7 @@ export class RoomReads {
   /** GET /rooms/{roomId}/context/{eventId} */
   async context(viewer: Viewer, roomId: string, eventId: string, limit: number, filter?: EventFilterSpec) {
     const room = await this.requireRoom(roomId);
-    const ev = await this.data.event(eventId);
-    if (!ev || ev.roomNid !== room.nid || ev.stream === null) throw notFound('Event not found');
+    const ev = await this.timelineEvent(room, eventId);
     const st = await this.visibility.status(room, viewer.userId);
     if (!(await this.visibility.filter(viewer.userId, room, [ev], st)).length) throw notFound('Event not found');
     const before = Math.floor(limit / 2);

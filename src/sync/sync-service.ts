@@ -40,6 +40,12 @@ export interface SyncRequest {
   filter: Filter;
   setPresence: 'online' | 'offline' | 'unavailable';
   useStateAfter: boolean;
+  /**
+   * The field state_after is sent in: `state_after` (spec v1.16) or, when the client asked with
+   * MSC4222's unstable `org.matrix.msc4222.use_state_after`, `org.matrix.msc4222.state_after`
+   * (which is what such a client reads). Default `state_after`.
+   */
+  stateAfterField?: 'state_after' | 'org.matrix.msc4222.state_after';
   signal?: AbortSignal;
   /** The user's ignored users, read once per request. */
   ignored?: Promise<ReadonlySet<string>>;
@@ -189,12 +195,12 @@ export class SyncService {
         const tl = await this.timeline(req, room, fullRoom ? 0 : from.events, upTo.events, roomFilter.timeline, fullRoom);
         section.timeline = { events: tl.events, limited: tl.limited, prev_batch: tl.prevBatch };
         const stateEvents = await this.roomState(req, room, tl, fullRoom ? undefined : from.events, upTo.events, roomFilter.state);
-        section[req.useStateAfter ? 'state_after' : 'state'] = { events: stateEvents };
+        section[stateField(req)] = { events: stateEvents };
         if (tl.events.length || stateEvents.length || fullRoom) hasContent = true;
         if (fullRoom || tl.memberChanged) section.summary = await this.summary(room, req.userId);
       } else {
         section.timeline = { events: [], limited: false, prev_batch: formatSyncToken(upTo) };
-        section[req.useStateAfter ? 'state_after' : 'state'] = { events: [] };
+        section[stateField(req)] = { events: [] };
       }
       const ephemeral: Record<string, unknown>[] = [];
       if (typing && passesFilter(roomFilter.ephemeral, { type: 'm.typing' })) {
@@ -247,7 +253,7 @@ export class SyncService {
         const stateEvents = await this.roomState(req, m.room, tl, initial ? undefined : from.events, m.stream, roomFilter.state);
         leave[m.room.roomId] = {
           timeline: { events: tl.events, limited: tl.limited, prev_batch: tl.prevBatch },
-          [req.useStateAfter ? 'state_after' : 'state']: { events: stateEvents },
+          [stateField(req)]: { events: stateEvents },
           account_data: { events: roomAd.get(m.room.roomId) ?? [] },
         };
         hasContent = true;
@@ -516,4 +522,9 @@ export function readUpTo(rows: readonly ReceiptRow[]): ReadUpTo {
     else out.threads[r.thread_id] = Math.max(out.threads[r.thread_id] ?? 0, pos);
   }
   return out;
+}
+
+/** Where a room's state goes in the response: `state`, or state_after under the name the client asked with. */
+function stateField(req: SyncRequest): string {
+  return req.useStateAfter ? (req.stateAfterField ?? 'state_after') : 'state';
 }
