@@ -11,6 +11,7 @@ import * as m0007FederationKeys from './0007_federation_keys.js';
 import * as m0008FederationOutbox from './0008_federation_outbox.js';
 import * as m0009 from './0009_federation_rx.js';
 import * as m0010FederationEdus from './0010_federation_edus.js';
+import * as m0011Openid from './0011_openid.js';
 
 interface Migration { up(db: Knex): Promise<void>; down(db: Knex): Promise<void> }
 
@@ -25,6 +26,7 @@ const migrations: Record<string, Migration> = {
   '0007_federation_keys': m0007FederationKeys,
   '0008_federation_outbox': m0008FederationOutbox,
   '0010_federation_edus': m0010FederationEdus,
+  '0011_openid': m0011Openid,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

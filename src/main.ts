@@ -41,6 +41,11 @@ import { FederationReceiver } from './federation/receiver.js';
 import { FederatedMembership } from './federation/membership.js';
 import { federationRoomRoutes } from './federation/routes/rooms.js';
 import { federationKeyRoutes } from './federation/routes/keys.js';
+import { federationQueryRoutes } from './federation/routes/queries.js';
+import { FederationQueries } from './federation/queries.js';
+import { SpaceHierarchy } from './rooms/space-hierarchy.js';
+import { spaceRoutes } from './client-api/spaces.js';
+import { openIdRoutes } from './client-api/openid.js';
 import { FederationEdus } from './federation/edus.js';
 import { RemoteDeviceLists } from './federation/remote-devices.js';
 import { FederationEdusStore } from './storage/federation-edus-store.js';
@@ -152,6 +157,13 @@ export async function buildServices(config: Config, logger: Logger, opts: BuildO
     };
   }
   const directory = new RoomDirectory(roomData, stores.events, rooms, persister, visibility, config.server_name);
+  const hierarchy = new SpaceHierarchy(roomData, stores.events, directory, config.server_name);
+  // Other servers' directories and space hierarchies, asked for local clients.
+  const federationQueries = config.federation.enabled ? new FederationQueries(federationClient) : null;
+  if (federationQueries) {
+    directory.remotePublicRooms = (server, q) => federationQueries.publicRooms(server, q);
+    hierarchy.remote = (server, roomId, suggestedOnly) => federationQueries.hierarchy(server, roomId, suggestedOnly);
+  }
   const upgrades = new RoomUpgrades(roomData, stores.events, rooms, persister, directory, config.server_name);
   // Deactivation leaves every room and rejects pending invites (after other hooks, e.g. E2EE's).
   const prevDeactivating = accounts.hooks.deactivating;
@@ -237,6 +249,8 @@ export async function buildServices(config: Config, logger: Logger, opts: BuildO
     visibility,
     directory,
     upgrades,
+    hierarchy,
+    federationQueries,
     notifier,
     e2ee,
     pushRules,
@@ -265,7 +279,7 @@ export function buildRoutes(s: Services): ApiRoutes {
     client: [
       // Every client request counts against its IP's bucket (login/registration have their own, stricter ones).
       (r) => r.use(rateLimit(s.limiters.perIp, { enabled: s.config.rate_limits.enabled, exempt: new Set(), byIp: true })),
-      pushRulesRoutes(s), notificationsRoutes(s), keyRoutes(s), roomKeyRoutes(s), toDeviceRoutes(s), accountRoutes(s), deviceRoutes(s), profileRoutes(s, { profileChanged: (userId) => s.rooms.propagateProfile(userId) }), accountDataRoutes(s, { canAccessRoom: (userId, roomId) => s.rooms.hasMembership(userId, roomId) }), capabilitiesRoutes(s), roomRoutes(s), directoryRoutes(s), syncRoutes(s)],
+      pushRulesRoutes(s), notificationsRoutes(s), keyRoutes(s), roomKeyRoutes(s), toDeviceRoutes(s), accountRoutes(s), deviceRoutes(s), profileRoutes(s, { profileChanged: (userId) => s.rooms.propagateProfile(userId) }), accountDataRoutes(s, { canAccessRoom: (userId, roomId) => s.rooms.hasMembership(userId, roomId) }), capabilitiesRoutes(s), roomRoutes(s), directoryRoutes(s), spaceRoutes(s), openIdRoutes(s), syncRoutes(s)],
     rooted: {
       client: [wellKnownRoutes(s), dehydratedDeviceRoutes(s), roomSummaryUnstableRoutes(s)],
       federation: [serverWellKnownRoutes(s), federationTransportRoutes(s), federationRoomRoutes({
@@ -278,6 +292,13 @@ export function buildRoutes(s: Services): ApiRoutes {
         membership: s.federatedMembership,
         broadcast: async (ev, room, except) => s.federationSender?.relayEvent(ev, room, [except]),
         onTransactionFrom: (origin) => void s.federationSender?.markDestinationUp(origin),
+      }), federationQueryRoutes({
+        serverName: s.config.server_name,
+        auth: requireServerAuth(s.keyRing, s.config.server_name),
+        data: s.roomData,
+        directory: s.directory,
+        hierarchy: s.hierarchy,
+        accounts: s.accounts,
       }), federationKeyRoutes({
         serverName: s.config.server_name,
         auth: requireServerAuth(s.keyRing, s.config.server_name),

@@ -36,6 +36,8 @@ import type { JobQueue } from './jobs/queue.js';
 import type { FederationSender } from './federation/sender.js';
 import type { FederationEdusStore } from './storage/federation-edus-store.js';
 import type { RemoteDeviceLists } from './federation/remote-devices.js';
+import type { FederationQueries } from './federation/queries.js';
+import type { SpaceHierarchy } from './rooms/space-hierarchy.js';
 
 export interface Services {
   config: Config;
@@ -57,6 +59,8 @@ export interface Services {
   visibility: Visibility;
   directory: RoomDirectory;
   upgrades: RoomUpgrades;
+  /** Space hierarchies, for clients and for other servers. */
+  hierarchy: SpaceHierarchy;
   syncStore: SyncStore;
   syncWaiter: SyncWaiter;
   syncService: SyncService;
@@ -77,6 +81,8 @@ export interface Services {
   federationEdusStore: FederationEdusStore;
   /** Device lists of remote users (EDUs, resyncs) and remote /keys/query, /keys/claim; null without federation. */
   remoteDevices: RemoteDeviceLists | null;
+  /** Other servers' room directories and space hierarchies; null without federation. */
+  federationQueries: FederationQueries | null;
   auth: AuthMiddleware;
   limiters: { login: RateLimiter; registration: RateLimiter; messages: RateLimiter; perIp: RateLimiter };
 }

@@ -33,6 +33,8 @@ export interface AccountHooks {
 
 const DEVICE_TOUCH_INTERVAL_MS = 60_000;
 const TOKEN_CACHE_MS = 5_000;
+/** The spec's example and Synapse's lifetime for OpenID tokens: one hour. */
+const OPENID_TOKEN_LIFETIME_MS = 3_600_000;
 
 export class Accounts {
   private readonly lastTouch = new Map<string, number>();
@@ -262,6 +264,27 @@ export class Accounts {
   async redeemLoginToken(token: string): Promise<string> {
     const row = await this.users.takeLoginToken(hashToken(token));
     if (!row || row.expires_ts < Date.now()) throw forbidden('Invalid or expired login token');
+    return row.user_id;
+  }
+
+  // OpenID (client-server API "OpenID"): tokens a third party exchanges for the user's ID.
+
+  /** POST /user/{userId}/openid/request_token: a new token, valid for OPENID_TOKEN_LIFETIME_MS. */
+  async createOpenIdToken(userId: string): Promise<{ access_token: string; token_type: 'Bearer'; matrix_server_name: string; expires_in: number }> {
+    const token = newToken('syo');
+    const now = Date.now();
+    // Expired tokens are swept as new ones are made; a lookup checks expiry anyway.
+    await this.users.deleteOpenIdTokensExpiredBefore(now);
+    await this.users.insertOpenIdToken(hashToken(token), userId, now + OPENID_TOKEN_LIFETIME_MS);
+    return { access_token: token, token_type: 'Bearer', matrix_server_name: this.serverName, expires_in: OPENID_TOKEN_LIFETIME_MS / 1000 };
+  }
+
+  /** GET /_matrix/federation/v1/openid/userinfo: the owner of a live token, else 401 M_UNKNOWN_TOKEN. */
+  async openIdUser(token: string): Promise<string> {
+    const row = await this.users.openIdTokenByHash(hashToken(token));
+    if (!row || row.expires_ts <= Date.now()) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Access token unknown or expired');
+    const user = await this.users.userById(row.user_id);
+    if (!user || bool(user.deactivated)) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Access token unknown or expired');
     return row.user_id;
   }
 

@@ -9,11 +9,19 @@ import { AliasBody, VisibilityBody } from './rooms.schema.js';
 import { PublicRoomsBody } from './directory.schema.js';
 import type { PublicRoomsQuery } from '../rooms/room-directory.js';
 import type { Requester } from '../accounts/accounts.js';
+import { isValidServerName } from '../federation/server-name.js';
 
 const roomIdParam = (ctx: Context) => {
   const id = ctx.params.roomId;
   if (!/^![^\s]+$/.test(id)) throw new MatrixError(400, 'M_INVALID_PARAM', 'Invalid room id');
   return id;
+};
+
+/** The `server` query parameter of /publicRooms, when given: a server name. */
+const serverParam = (ctx: Context) => {
+  const server = queryString(ctx.query, 'server');
+  if (server !== undefined && !isValidServerName(server)) throw new MatrixError(400, 'M_INVALID_PARAM', 'Invalid server name');
+  return server;
 };
 
 export function directoryRoutes(s: Services) {
@@ -54,19 +62,22 @@ export function directoryRoutes(s: Services) {
       ctx.body = {};
     });
 
-    // GET /publicRooms (the spec needs no access token here)
+    // GET /publicRooms (the spec needs no access token here; asking another server does, so that
+    // anonymous callers cannot make this server send federation requests)
     r.get('/publicRooms', auth.optionalAuth(), async (ctx) => {
+      const server = serverParam(ctx);
+      if (server !== undefined && server !== s.config.server_name) requesterOf(ctx);
       ctx.body = await directory.publicRooms({
         limit: queryInt(ctx.query, 'limit', { min: 0 }),
         since: queryString(ctx.query, 'since'),
-        server: queryString(ctx.query, 'server'),
+        server,
       });
     });
 
     // POST /publicRooms
     r.post('/publicRooms', auth.requireAuth(), validateBody(PublicRoomsBody), async (ctx) => {
       const body = ctx.request.body as PublicRoomsQuery;
-      ctx.body = await directory.publicRooms({ ...body, server: queryString(ctx.query, 'server') });
+      ctx.body = await directory.publicRooms({ ...body, server: serverParam(ctx) });
     });
 
     // GET /room_summary/{roomIdOrAlias} (v1)

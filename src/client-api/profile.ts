@@ -57,15 +57,24 @@ export function profileRoutes(s: Services, hooks: ProfileHooks = {}) {
   }
 
   return (r: Router) => {
+    /** A local user's profile from the database; another server's user's from that server. */
+    async function lookup(userId: string, field?: string): Promise<Record<string, unknown>> {
+      const server = userId.startsWith('@') && userId.includes(':') ? userId.slice(userId.indexOf(':') + 1) : '';
+      if (!server) throw notFound('Profile not found');
+      if (server === s.config.server_name) return profileOf(await load(userId));
+      if (!s.federationQueries) throw notFound('Profile not found');
+      return s.federationQueries.profile(server, userId, field);
+    }
+
     // GET /profile/{userId}
     r.get('/profile/:userId', async (ctx) => {
-      ctx.body = profileOf(await load(ctx.params.userId));
+      ctx.body = await lookup(ctx.params.userId);
     });
 
     // GET /profile/{userId}/{keyName}
     r.get('/profile/:userId/:keyName', async (ctx) => {
-      const profile = profileOf(await load(ctx.params.userId));
       const key = ctx.params.keyName;
+      const profile = await lookup(ctx.params.userId, key);
       if (!(key in profile)) throw notFound(`Profile has no ${key}`);
       ctx.body = { [key]: profile[key] };
     });

@@ -67,6 +67,9 @@ function plainTopic(content: Record<string, unknown> | undefined): string | unde
 }
 
 export class RoomDirectory {
+  /** Another server's directory, asked over federation (null without federation). */
+  remotePublicRooms: ((server: string, q: Omit<PublicRoomsQuery, 'server'>) => Promise<PublicRoomsResponse>) | null = null;
+
   constructor(
     private readonly data: RoomData,
     private readonly store: EventsStore,
@@ -103,8 +106,20 @@ export class RoomDirectory {
 
   /** GET /directory/room/{roomAlias}: the room and the servers of its joined members. */
   async resolveAlias(alias: string): Promise<{ room_id: string; servers: string[] }> {
-    this.parseAlias(alias);
+    const { server } = this.parseAlias(alias);
     const roomId = await this.store.roomIdByAlias(alias);
+    if (!roomId && server !== this.serverName && this.rooms.federation) {
+      // Spec: the server "will use the federation API to resolve the alias if the domain part of
+      // the alias does not correspond to the server's own domain".
+      try {
+        const res = await this.rooms.federation.queryAlias(alias);
+        if (typeof res?.room_id !== 'string' || !Array.isArray(res.servers)) throw new Error('bad query/directory response');
+        return { room_id: res.room_id, servers: res.servers.filter((x): x is string => typeof x === 'string') };
+      } catch (err) {
+        if ((err as { status?: unknown }).status === 404) throw notFound(`Room alias ${alias} not found`);
+        throw new MatrixError(502, 'M_UNKNOWN', `Could not resolve ${alias} through ${server}`);
+      }
+    }
     if (!roomId) throw notFound(`Room alias ${alias} not found`);
     const servers = new Set<string>([this.serverName]);
     const room = await this.data.room(roomId);
@@ -194,9 +209,16 @@ export class RoomDirectory {
     await this.store.setRoomPublic(room.nid, visibility === 'public');
   }
 
-  /** GET and POST /publicRooms (local server only; the order is most joined members first). */
+  /**
+   * GET and POST /publicRooms (the order is most joined members first). Another server's directory
+   * (`server`) is that server's answer to the federation endpoint of the same name.
+   */
   async publicRooms(q: PublicRoomsQuery): Promise<PublicRoomsResponse> {
-    if (q.server !== undefined && q.server !== this.serverName) throw notFound(`Cannot list the rooms of ${q.server}`);
+    if (q.server !== undefined && q.server !== this.serverName) {
+      if (!this.remotePublicRooms) throw notFound(`Cannot list the rooms of ${q.server}`);
+      const { server, ...rest } = q;
+      return this.remotePublicRooms(server, rest);
+    }
     if (q.include_all_networks && q.third_party_instance_id !== undefined) {
       throw new MatrixError(400, 'M_INVALID_PARAM', "Can't use include_all_networks with an explicit network");
     }

@@ -95,6 +95,21 @@ export class UsersStore {
     return n ? { user_id: row.user_id, expires_ts: Number(row.expires_ts) } : undefined;
   }
 
+  // OpenID tokens (hash only)
+
+  async insertOpenIdToken(hash: string, userId: string, expiresTs: number, q: Knex = this.db): Promise<void> {
+    await q('openid_tokens').insert({ token_hash: hash, user_id: userId, expires_ts: expiresTs });
+  }
+
+  async openIdTokenByHash(hash: string, q: Knex = this.db): Promise<{ user_id: string; expires_ts: number } | undefined> {
+    const row = await q('openid_tokens').where({ token_hash: hash }).first('user_id', 'expires_ts');
+    return row ? { user_id: row.user_id as string, expires_ts: Number(row.expires_ts) } : undefined;
+  }
+
+  async deleteOpenIdTokensExpiredBefore(ts: number, q: Knex = this.db): Promise<number> {
+    return q('openid_tokens').where('expires_ts', '<', ts).delete();
+  }
+
   // Registration tokens
 
   async registrationToken(token: string, q: Knex = this.db): Promise<RegistrationTokenRow | undefined> {

@@ -196,6 +196,21 @@ export function federationRoomRoutes(d: FederationRoomDeps) {
       ctx.body = { events };
     });
 
+    // GET /_matrix/federation/v1/timestamp_to_event/{roomId}?ts=&dir=: the closest event of our copy
+    // of the room's timeline (not outliers, rejected or soft-failed events), for servers that may
+    // read the room.
+    r.get('/_matrix/federation/v1/timestamp_to_event/:roomId', d.auth, async (ctx) => {
+      const room = await roomFor(ctx, ctx.params.roomId);
+      await requireServerInRoom(room, origin(ctx));
+      const ts = queryInt(ctx.query, 'ts', { min: 0 });
+      if (ts === undefined) throw new MatrixError(400, 'M_MISSING_PARAM', 'Missing ts');
+      const dir = queryString(ctx.query, 'dir');
+      if (dir !== 'f' && dir !== 'b') throw new MatrixError(400, dir === undefined ? 'M_MISSING_PARAM' : 'M_INVALID_PARAM', "dir must be 'f' or 'b'");
+      const [row] = await d.store.eventsNearTs(room.nid, ts, dir, 1);
+      if (!row) throw notFound(`Unable to find event from ${ts} in ${dir === 'f' ? 'forward' : 'backward'} direction`);
+      ctx.body = { event_id: row.event_id, origin_server_ts: Number(row.origin_server_ts) };
+    });
+
     // GET /_matrix/federation/v1/query/directory?room_alias=
     r.get('/_matrix/federation/v1/query/directory', d.auth, async (ctx) => {
       const alias = queryString(ctx.query, 'room_alias');
