@@ -174,6 +174,32 @@ export async function fedApi(
   return { status: res.statusCode, body: parsed };
 }
 
+/** A Client-Server API call on a federation server's TLS listener (v3 unless `prefix`). */
+export async function clientApi(ca: TestCa, s: FedServer, method: string, p: string, opts: { token?: string; body?: unknown; prefix?: string } = {}): Promise<{ status: number; body: any }> {
+  return fedApi(ca, s, method, `${opts.prefix ?? '/_matrix/client/v3'}${p}`, { body: opts.body, headers: opts.token ? { authorization: `Bearer ${opts.token}` } : {} });
+}
+
+export interface FedUser { user_id: string; access_token: string; device_id: string }
+
+/** Registers a user with a unique localpart starting with `name`. */
+export async function registerUser(ca: TestCa, s: FedServer, name: string): Promise<FedUser> {
+  const localpart = `${name}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6)}`;
+  const r = await clientApi(ca, s, 'POST', '/register', { body: { username: localpart, password: 'pw', auth: { type: 'm.login.dummy' } } });
+  if (r.status !== 200) throw new Error(`register ${localpart} on ${s.serverName}: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body as FedUser;
+}
+
+/** Polls `fn` until it returns something truthy; throws after `ms`. */
+export async function eventually<T>(what: string, fn: () => Promise<T | undefined | false | null>, ms = 20_000): Promise<T> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > until) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 export async function closeFedAgents(): Promise<void> {
   const all = [...agents.values()];
   agents.clear();

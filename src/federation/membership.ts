@@ -273,14 +273,8 @@ export class FederatedMembership {
   }
 
   /** The state before an event: its group minus its own change. */
-  async stateBeforeEvent(ev: StoredEvent): Promise<StateMap> {
-    const after = await this.data.stateOfGroup(ev.stateGroup);
-    const k = eventStateKey(ev.pdu);
-    if (!k || after.get(k) !== ev.eventId) return after;
-    const before = new Map(after);
-    if (ev.replacesState) before.set(k, ev.replacesState);
-    else before.delete(k);
-    return before;
+  stateBeforeEvent(ev: StoredEvent): Promise<StateMap> {
+    return this.data.stateBeforeEvent(ev);
   }
 
   /** Every event reachable through auth_events from `ids` (not including `ids` themselves unless reached). */

@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { startFederation, fedApi, closeFedAgents, type Federation, type FedServer } from '../federation-harness.js';
+import { startFederation, fedApi, closeFedAgents, type Federation, type FedServer, eventually, clientApi, registerUser } from '../federation-harness.js';
 import { signJson, signingKeyFromSeed } from '../../src/crypto/signing.js';
 import { encodeBase64 } from '../../src/crypto/base64.js';
 import { crossKey } from '../e2ee-fixtures.js';
@@ -19,28 +19,12 @@ after(async () => {
 });
 
 const enc = encodeURIComponent;
+const capi = (s: FedServer, method: string, p: string, opts: { token?: string; body?: unknown; prefix?: string } = {}) => clientApi(fed.ca, s, method, p, opts);
+const user = (s: FedServer, name: string) => registerUser(fed.ca, s, name);
 interface User { user_id: string; access_token: string; device_id: string }
 
-async function capi(s: FedServer, method: string, p: string, opts: { token?: string; body?: unknown } = {}) {
-  return fedApi(fed.ca, s, method, `/_matrix/client/v3${p}`, { body: opts.body, headers: opts.token ? { authorization: `Bearer ${opts.token}` } : {} });
-}
 
-async function user(s: FedServer, name: string): Promise<User> {
-  const localpart = `${name}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6)}`;
-  const r = await capi(s, 'POST', '/register', { body: { username: localpart, password: 'pw', auth: { type: 'm.login.dummy' } } });
-  assert.equal(r.status, 200, JSON.stringify(r.body));
-  return r.body as User;
-}
 
-async function eventually<T>(what: string, fn: () => Promise<T | undefined | false | null>, ms = 20_000): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** Incremental /syncs from `since` until `pick` finds something; returns it and the next token. */
 async function syncUntil<T>(s: FedServer, u: User, since: string | undefined, what: string, pick: (body: any) => T | undefined | false): Promise<{ value: T; next: string }> {

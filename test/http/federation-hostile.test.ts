@@ -5,7 +5,7 @@
 // "Server Access Control Lists (ACLs)", "Transactions").
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startFederation, fedApi, closeFedAgents, type Federation, type FedServer } from '../federation-harness.js';
+import { startFederation, fedApi, closeFedAgents, type Federation, type FedServer, eventually, clientApi, registerUser } from '../federation-harness.js';
 import { FederationClientTransport } from '../../src/federation/sender.js';
 import { FederationError, type FederationRequestOptions } from '../../src/federation/client.js';
 import { addContentHash, eventIdOf, signEvent } from '../../src/rooms/hashing.js';
@@ -26,31 +26,16 @@ after(async () => {
 });
 
 const enc = encodeURIComponent;
+const capi = (s: FedServer, method: string, p: string, opts: { token?: string; body?: unknown; prefix?: string } = {}) => clientApi(fed.ca, s, method, p, opts);
+const user = (s: FedServer, name: string) => registerUser(fed.ca, s, name);
 interface User { user_id: string; access_token: string }
 
-async function capi(s: FedServer, method: string, p: string, opts: { token?: string; body?: unknown } = {}) {
-  return fedApi(fed.ca, s, method, `/_matrix/client/v3${p}`, { body: opts.body, headers: opts.token ? { authorization: `Bearer ${opts.token}` } : {} });
-}
 
 function unique(name: string): string {
   return `${name}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6)}`;
 }
 
-async function user(s: FedServer, name: string): Promise<User> {
-  const r = await capi(s, 'POST', '/register', { body: { username: unique(name), password: 'pw', auth: { type: 'm.login.dummy' } } });
-  assert.equal(r.status, 200, JSON.stringify(r.body));
-  return r.body as User;
-}
 
-async function eventually<T>(what: string, fn: () => Promise<T | undefined | false | null>, ms = 20_000): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** alice (hs1) creates a public room; bob (hs2) joins it through hs1; resolves once hs1 has the join. */
 async function sharedRoom(alice: User, bob: User, version = '12'): Promise<string> {

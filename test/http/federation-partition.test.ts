@@ -4,11 +4,12 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
-import { startFederation, fedApi, closeFedAgents, type Federation, type FedServer } from '../federation-harness.js';
+import { startFederation, fedApi, closeFedAgents, type Federation, type FedServer, eventually, registerUser } from '../federation-harness.js';
 import { FederationClientTransport, TransportError, type TransactionTransport, type TransactionBody } from '../../src/federation/sender.js';
 import { startHomeserver } from '../../src/main.js';
 
 const enc = encodeURIComponent;
+const user = (s: FedServer, name: string) => registerUser(fed.ca, s, name);
 let fed: Federation;
 after(async () => {
   await fed?.stop();
@@ -26,20 +27,6 @@ class SplitTransport implements TransactionTransport {
 
 async function capi(s: FedServer, method: string, p: string, token: string, body?: unknown) {
   return fedApi(fed.ca, s, method, `/_matrix/client/v3${p}`, { body, headers: { authorization: `Bearer ${token}` } });
-}
-async function user(s: FedServer, name: string) {
-  const r = await fedApi(fed.ca, s, 'POST', '/_matrix/client/v3/register', { body: { username: `${name}${Date.now().toString(36)}`, password: 'pw', auth: { type: 'm.login.dummy' } } });
-  assert.equal(r.status, 200, JSON.stringify(r.body));
-  return r.body as { user_id: string; access_token: string };
-}
-async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 20_000): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 150));
-  }
 }
 async function bodies(s: FedServer, token: string, roomId: string): Promise<string[]> {
   const r = await capi(s, 'GET', `/rooms/${enc(roomId)}/messages?dir=b&limit=100`, token);

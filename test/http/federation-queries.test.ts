@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { createClient, type MatrixClient } from 'matrix-js-sdk';
-import { startFederation, fedApi, closeFedAgents, type Federation, type FedServer } from '../federation-harness.js';
+import { startFederation, fedApi, closeFedAgents, type Federation, type FedServer, eventually, clientApi, registerUser } from '../federation-harness.js';
 import { FederationClientTransport } from '../../src/federation/sender.js';
 import { FederationError } from '../../src/federation/client.js';
 import { assertMatchesSpec } from '../spec-schemas.js';
@@ -30,20 +30,14 @@ after(async () => {
 });
 
 const enc = encodeURIComponent;
+const capi = (s: FedServer, method: string, p: string, opts: { token?: string; body?: unknown; prefix?: string } = {}) => clientApi(fed.ca, s, method, p, opts);
+const user = (s: FedServer, name: string) => registerUser(fed.ca, s, name);
 const unique = () => `${Date.now().toString(36)}${Math.floor(Math.random() * 1e6)}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Login { user_id: string; access_token: string; device_id: string }
 
-async function capi(s: FedServer, method: string, p: string, opts: { token?: string; body?: unknown; prefix?: string } = {}) {
-  return fedApi(fed.ca, s, method, `${opts.prefix ?? '/_matrix/client/v3'}${p}`, { body: opts.body, headers: opts.token ? { authorization: `Bearer ${opts.token}` } : {} });
-}
 
-async function user(s: FedServer, name: string): Promise<Login> {
-  const r = await capi(s, 'POST', '/register', { body: { username: `${name}${unique()}`, password: 'pw', auth: { type: 'm.login.dummy' } } });
-  assert.equal(r.status, 200, JSON.stringify(r.body));
-  return r.body as Login;
-}
 
 /** A matrix-js-sdk client (not syncing) of `s`'s TLS listener, trusting the run's CA. */
 function sdk(s: FedServer, u: Login): MatrixClient {
@@ -80,15 +74,6 @@ async function fedAs(from: FedServer, to: FedServer, method: string, path: strin
   }
 }
 
-async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 15_000): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`timed out: ${what}`);
-    await sleep(100);
-  }
-}
 
 test('published room directory of another server: client ?server= (GET, POST with a filter, SDK) and the federation endpoints', async () => {
   const [hs1, hs2] = fed.servers;

@@ -2,7 +2,7 @@
 // leaves, and hostile input rejected.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startFederation, fedApi, closeFedAgents, type Federation, type FedServer } from '../federation-harness.js';
+import { startFederation, fedApi, closeFedAgents, type Federation, type FedServer, eventually, clientApi, registerUser } from '../federation-harness.js';
 import { FederationClientTransport } from '../../src/federation/sender.js';
 
 let fed: Federation;
@@ -16,27 +16,11 @@ after(async () => {
 });
 
 const enc = encodeURIComponent;
+const capi = (s: FedServer, method: string, p: string, opts: { token?: string; body?: unknown; prefix?: string } = {}) => clientApi(fed.ca, s, method, p, opts);
+const user = (s: FedServer, name: string) => registerUser(fed.ca, s, name);
 
-async function capi(s: FedServer, method: string, p: string, opts: { token?: string; body?: unknown } = {}) {
-  return fedApi(fed.ca, s, method, `/_matrix/client/v3${p}`, { body: opts.body, headers: opts.token ? { authorization: `Bearer ${opts.token}` } : {} });
-}
 
-async function user(s: FedServer, name: string) {
-  const localpart = `${name}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6)}`;
-  const r = await capi(s, 'POST', '/register', { body: { username: localpart, password: 'pw', auth: { type: 'm.login.dummy' } } });
-  assert.equal(r.status, 200, JSON.stringify(r.body));
-  return r.body as { user_id: string; access_token: string };
-}
 
-async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 15_000): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 async function bodies(s: FedServer, token: string, roomId: string): Promise<string[]> {
   const r = await capi(s, 'GET', `/rooms/${enc(roomId)}/messages?dir=b&limit=50`, { token });
