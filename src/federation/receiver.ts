@@ -397,6 +397,8 @@ export class FederationReceiver {
       const events = (Array.isArray(res.events) ? res.events : []).filter(isPlainObject) as PDU[];
       events.sort((a, b) => a.depth - b.depth);
       for (const e of events) {
+        // A v12 create event has no room_id; the room's own create event is already stored.
+        if (e.type === 'm.room.create' && e.room_id === undefined) continue;
         await this.receivePdu(origin, e, { fetchMissing: false }).catch((err) => this.logger.info({ err: (err as Error).message }, 'missing event not accepted'));
       }
     } catch (err) {
