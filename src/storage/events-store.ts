@@ -122,10 +122,6 @@ export class EventsStore {
   }
 
   /** Inserts an event unless one with its id exists (outliers may arrive twice concurrently). */
-  async insertEventIfNew(row: NewEventRow, q: Knex): Promise<void> {
-    await q('events').insert(row).onConflict('event_id').ignore();
-  }
-
   /** Many at once (an auth chain or a room's state learnt on join), in multi-row statements. */
   async insertEventsIfNew(rows: readonly NewEventRow[], q: Knex): Promise<void> {
     for (let i = 0; i < rows.length; i += 100) await q('events').insert(rows.slice(i, i + 100)).onConflict('event_id').ignore();
@@ -381,11 +377,6 @@ export class EventsStore {
   async replaceForwardExtremities(roomNid: number, removeNids: readonly number[], addNid: number, q: Knex): Promise<void> {
     if (removeNids.length) await q('forward_extremities').where({ room_nid: roomNid }).whereIn('event_nid', removeNids).delete();
     await q('forward_extremities').insert({ room_nid: roomNid, event_nid: addNid }).onConflict(['room_nid', 'event_nid']).ignore();
-  }
-
-  async setForwardExtremities(roomNid: number, nids: readonly number[], q: Knex): Promise<void> {
-    await q('forward_extremities').where({ room_nid: roomNid }).delete();
-    if (nids.length) await q('forward_extremities').insert(nids.map((n) => ({ room_nid: roomNid, event_nid: n })));
   }
 
   // Relations

@@ -6,7 +6,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startFederation, fedApi, closeFedAgents, type Federation, type FedServer, eventually, clientApi, registerUser } from '../federation-harness.js';
-import { FederationClientTransport } from '../../src/federation/sender.js';
 import { FederationError, type FederationRequestOptions } from '../../src/federation/client.js';
 import { addContentHash, eventIdOf, signEvent } from '../../src/rooms/hashing.js';
 import { stateKey, type PDU, type StateMap } from '../../src/rooms/event.js';
@@ -17,7 +16,6 @@ let hs1: FedServer;
 let hs2: FedServer;
 before(async () => {
   fed = await startFederation(2);
-  for (const s of fed.servers) s.hs.services.federationSender?.setTransport(new FederationClientTransport(s.hs.services.federationClient));
   [hs1, hs2] = fed.servers;
 });
 after(async () => {

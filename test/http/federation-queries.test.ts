@@ -9,7 +9,6 @@ import { readFileSync } from 'node:fs';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { createClient, type MatrixClient } from 'matrix-js-sdk';
 import { startFederation, fedApi, closeFedAgents, type Federation, type FedServer, eventually, clientApi, registerUser } from '../federation-harness.js';
-import { FederationClientTransport } from '../../src/federation/sender.js';
 import { FederationError } from '../../src/federation/client.js';
 import { assertMatchesSpec } from '../spec-schemas.js';
 
@@ -21,7 +20,6 @@ let fed: Federation;
 const agents: Agent[] = [];
 before(async () => {
   fed = await startFederation(2);
-  for (const s of fed.servers) s.hs.services.federationSender?.setTransport(new FederationClientTransport(s.hs.services.federationClient));
 });
 after(async () => {
   await Promise.all(agents.map((a) => a.close()));

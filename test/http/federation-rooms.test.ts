@@ -3,12 +3,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startFederation, fedApi, closeFedAgents, type Federation, type FedServer, eventually, clientApi, registerUser } from '../federation-harness.js';
-import { FederationClientTransport } from '../../src/federation/sender.js';
 
 let fed: Federation;
 before(async () => {
   fed = await startFederation(3);
-  for (const s of fed.servers) s.hs.services.federationSender?.setTransport(new FederationClientTransport(s.hs.services.federationClient));
 });
 after(async () => {
   await fed?.stop();

@@ -8,7 +8,6 @@ import { readFileSync } from 'node:fs';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { createClient, RoomEvent, type MatrixClient, type MatrixEvent, type Room } from 'matrix-js-sdk';
 import { startFederation, fedApi, closeFedAgents, type Federation, type FedServer } from '../federation-harness.js';
-import { FederationClientTransport } from '../../src/federation/sender.js';
 import { startSyncing, waitFor } from '../sdk.js';
 
 // The SDK logs its sync loop at debug and info level; the test wants warnings only.
@@ -69,7 +68,6 @@ const directions = (): [Person, Person][] => [[alice, bob], [bob, carol], [carol
 
 before(async () => {
   fed = await startFederation(3);
-  for (const s of fed.servers) s.hs.services.federationSender?.setTransport(new FederationClientTransport(s.hs.services.federationClient));
   const [hs1, hs2, hs3] = fed.servers;
   [alice, bob, carol] = await Promise.all([person(hs1, 'alice'), person(hs2, 'bob'), person(hs3, 'carol')]);
 
